@@ -1,0 +1,20 @@
+# hivau: `make run` (the main job) and `make test` (the whole suite) each install what they need.
+.PHONY: run test stop bootstrap bench clean
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+run: bootstrap
+	bash scripts/run.sh
+
+test: bootstrap
+	.venv/bin/python -m pytest -q
+
+stop:
+	bash scripts/stop.sh
+
+bench: bootstrap
+	.venv/bin/python benchmarks/bench_cut.py
+
+clean: stop
+	rm -rf .state

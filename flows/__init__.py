@@ -1,0 +1,1 @@
+"""Prefect flows: thin orchestration over the plain step functions in hivau.tasks."""

@@ -1,0 +1,123 @@
+"""`build-hivau`: ingest, probe, decouple and cut, as a Prefect flow over the plain stage functions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.runtime import task_run
+from pydantic import Field
+
+from hivau.progress import progress_bar
+from hivau.schemas import reasons
+from hivau.schemas.item import VideoItem
+from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord
+from hivau.tasks.cut import CutSettings
+from hivau.tasks.decouple import PlanSettings, plan_video
+from hivau.tasks.ingest import IngestReport, load_annotations
+from hivau.tasks.stages import RunSummary, cut_item, probe_item, write_manifests
+from hivau.workspace import Workspace
+
+TaskRunnerKind = Literal["threads", "dask"]
+CUT_RETRIES = 2
+
+
+@task(cache_policy=NO_CACHE)
+def ingest_annotations(fmt: AnnotationFormat, annotations: Optional[str], videos_dir: Optional[str],
+                       labels: Optional[str]) -> IngestReport:
+    return load_annotations(fmt, annotations, videos_dir, labels)
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def probe_source(item: VideoItem) -> VideoItem:
+    return probe_item(item)
+
+
+@task(cache_policy=NO_CACHE)
+def plan_segments(item: VideoItem, settings: PlanSettings) -> VideoItem:
+    return item if item.status == "quarantined" else plan_video(item, settings)
+
+
+@task(retries=CUT_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def cut_segments(item: VideoItem, workspace: str, cut_mode: CutMode) -> VideoItem:
+    if item.status == "quarantined":
+        return item
+    # Earlier attempts raise so Prefect retries (finished segments are resumed, not redone); the last
+    # attempt records what still fails as quarantine instead, so the video's other segments survive.
+    last_attempt = (task_run.run_count or 1) > CUT_RETRIES
+    return cut_item(item, Workspace.at(workspace), cut_mode, CutSettings(), record_failures=last_attempt)
+
+
+@task(cache_policy=NO_CACHE)
+def write_run_manifests(workspace: str, report: IngestReport, items: list[VideoItem]) -> RunSummary:
+    return write_manifests(Workspace.at(workspace), report, items)
+
+
+def make_task_runner(kind: TaskRunnerKind, max_workers: int):
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(cluster_kwargs={"n_workers": max_workers, "threads_per_worker": 1, "processes": True})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=max_workers)
+
+
+def _failed_item(item: VideoItem, error: BaseException) -> VideoItem:
+    item = item.model_copy(deep=True)
+    item.quarantine.append(QuarantineRecord(item_id=item.video_id, video_id=item.video_id, level="video",
+                                            reason=reasons.CUT_FAILED, detail=f"{type(error).__name__}: {error}",
+                                            stage="cut", source=item.source))
+    item.status = "quarantined"
+    return item
+
+
+@flow(name="process-videos")
+def process_videos(items: list[VideoItem], workspace: str, cut_mode: CutMode, plan: PlanSettings) -> list[VideoItem]:
+    """Probe, plan and cut every video concurrently on the task runner, reporting progress as videos finish."""
+    logger = get_run_logger()
+    probed = probe_source.map(items)
+    planned = plan_segments.map(probed, unmapped(plan))
+    cut = cut_segments.map(planned, unmapped(workspace), unmapped(cut_mode))
+    artifact = create_progress_artifact(0.0, key="build-hivau-progress", description="videos probed, planned and cut")
+    index = {id(f): i for i, f in enumerate(cut)}
+    results: list[Optional[VideoItem]] = [None] * len(items)
+    with progress_bar("cutting videos", total=len(items)) as advance:
+        for done, future in enumerate(as_completed(list(cut)), 1):
+            i = index[id(future)]
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                logger.error("video %s failed after retries: %s", items[i].video_id, outcome)
+                outcome = _failed_item(items[i], outcome)
+            results[i] = outcome
+            update_progress_artifact(artifact, 100.0 * done / max(len(items), 1))
+            advance()
+    return results
+
+
+@flow(name="build-hivau", log_prints=True)
+def build_hivau(
+    videos_dir: Annotated[str, Field(description="folder of source videos (searched recursively)")],
+    workspace: Annotated[str, Field(description="output folder: media/, manifests/, state/")],
+    annotations: Annotated[Optional[str], Field(description="annotation file (not needed for format 'none')")] = None,
+    format: Annotated[AnnotationFormat, Field(description="hivau | uca | csv | none")] = "hivau",
+    labels: Annotated[Optional[str], Field(description="event label file, for the 'uca' format")] = None,
+    cut_mode: Annotated[CutMode, Field(description="accurate: re-encode at exact times; copy: keyframe-snapped")] = "accurate",
+    plan: PlanSettings = PlanSettings(),
+    task_runner: TaskRunnerKind = "threads",
+    max_workers: Annotated[int, Field(ge=1)] = 4,
+) -> dict:
+    """Build the hierarchical (video / event / clip) manifests and media for one batch of videos."""
+    report = ingest_annotations(format, annotations, videos_dir, labels)
+    print(f"ingest: {report.n_entries} entries, {len(report.items)} videos found, "
+          f"{len(report.quarantine)} quarantined at ingest")
+    runner = make_task_runner(task_runner, max_workers)
+    items = process_videos.with_options(task_runner=runner)(report.items, workspace, cut_mode, plan)
+    summary = write_run_manifests(workspace, report, items)
+    create_table_artifact(summary.rows(), key="build-hivau-summary", description=f"build-hivau run on {workspace}")
+    print(f"done: {summary.videos_processed} videos processed, {summary.videos_quarantined} quarantined, "
+          f"{summary.events} events, {summary.clips} clips; manifests in {workspace}/manifests")
+    return summary.model_dump()

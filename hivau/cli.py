@@ -1,0 +1,105 @@
+"""The `hivau` command line: build, demo-data, probe and summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="hivau: open data engine for video anomaly understanding")
+console = Console()
+
+
+@app.command()
+def build(
+    videos: Path = typer.Option(..., "--videos", help="folder of source videos"),
+    workspace: Path = typer.Option(..., "--workspace", help="output folder"),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="annotation file"),
+    format: str = typer.Option("hivau", "--format", help="hivau | uca | csv | none"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="event label file (uca format)"),
+    cut_mode: str = typer.Option("accurate", "--cut-mode", help="accurate | copy"),
+    clip_mode: str = typer.Option("annotated", "--clip-mode", help="annotated | even | fixed"),
+    clip_k: int = typer.Option(3, "--clip-k", help="clips per event (even)"),
+    clip_length: float = typer.Option(4.0, "--clip-length", help="clip seconds (fixed)"),
+    normal_count: int = typer.Option(2, "--normal-count", help="segments sampled per unannotated normal video"),
+    normal_length: float = typer.Option(8.0, "--normal-length", help="seconds per sampled normal segment"),
+    span_rule: str = typer.Option("max_overlap", "--span-rule", help="UCA span assignment: max_overlap | midpoint | any_overlap"),
+    seed: int = typer.Option(0, "--seed"),
+    task_runner: str = typer.Option("threads", "--task-runner", help="threads | dask"),
+    workers: int = typer.Option(4, "--workers"),
+):
+    """Run the build-hivau flow in this process (same parameters as the deployment)."""
+    from hivau.flows.build import build_hivau
+    from hivau.tasks.decouple import ClipPolicy, NormalSegmentPolicy, PlanSettings, SpanPolicy
+
+    plan = PlanSettings(clips=ClipPolicy(mode=clip_mode, k=clip_k, length_s=clip_length),
+                        normal=NormalSegmentPolicy(count=normal_count, length_s=normal_length),
+                        spans=SpanPolicy(rule=span_rule), seed=seed)
+    summary = build_hivau(videos_dir=str(videos), workspace=str(workspace),
+                          annotations=str(annotations) if annotations else None, format=format,
+                          labels=str(labels) if labels else None, cut_mode=cut_mode, plan=plan,
+                          task_runner=task_runner, max_workers=workers)
+    _print_summary(summary)
+
+
+@app.command("demo-data")
+def demo_data(out: Path = typer.Argument(..., help="output folder"), seed: int = typer.Option(0, "--seed"),
+              faults: bool = typer.Option(True, "--faults/--no-faults", help="include two deliberately bad inputs")):
+    """Render the deterministic demo videos and their HIVAU-format annotations."""
+    from hivau.demo import build_scenes, write_demo
+
+    with console.status(f"rendering {len(build_scenes(seed))} demo videos into {out}"):
+        annotations = write_demo(out, seed=seed, with_faults=faults)
+    console.print(f"wrote {len(annotations)} videos to {out / 'videos'} and {out / 'annotations.json'}")
+
+
+@app.command()
+def probe(video: Path):
+    """Probe one video and print what the engine sees (or why it would be quarantined)."""
+    from hivau.tasks.probe import ProbeError, probe_video
+
+    try:
+        info = probe_video(video, video.stem)
+    except ProbeError as exc:
+        console.print(f"[red]{exc.reason}[/red]: {exc.detail}")
+        raise typer.Exit(1)
+    data = info.model_dump()
+    data["keyframe_times"] = f"{len(info.keyframe_times)} keyframes: {info.keyframe_times[:8]}..."
+    console.print_json(json.dumps(data))
+
+
+@app.command()
+def summary(workspace: Path = typer.Option(..., "--workspace")):
+    """Print the last run's summary and quarantine table for a workspace."""
+    path = workspace / "manifests" / "summary.json"
+    if not path.is_file():
+        console.print(f"[red]no run summary at {path}[/red]")
+        raise typer.Exit(1)
+    _print_summary(json.loads(path.read_text()))
+    import pyarrow.parquet as pq
+
+    quarantine = pq.read_table(workspace / "manifests" / "quarantine.parquet").to_pylist()
+    if quarantine:
+        table = Table("item", "level", "reason", "detail", title="quarantine")
+        for q in quarantine:
+            table.add_row(q["item_id"], q["level"], q["reason"], q["detail"][:90])
+        console.print(table)
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table("metric", "value", title="build-hivau")
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            for k, v in sorted(value.items()):
+                table.add_row(f"{key}: {k}", str(v))
+        else:
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,92 @@
+"""Workspace layout and atomic writes: media, manifests (parquet), per-segment resume state."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from hivau.schemas.records import TABLE_MODELS, to_arrow_table
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> "Workspace":
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def media(self) -> Path:
+        return self.root / "media"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def event_media(self, event_id: str) -> Path:
+        return self.media / "events" / f"{event_id}.mp4"
+
+    def clip_media(self, clip_id: str) -> Path:
+        return self.media / "clips" / f"{clip_id}.mp4"
+
+    def relative(self, path: str | Path) -> str:
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def segment_state(self, segment_id: str) -> Path:
+        return self.state / "segments" / f"{segment_id}.json"
+
+    def video_state(self, video_id: str) -> Path:
+        return self.state / "videos" / f"{video_id}.json"
+
+    def manifest(self, table: str) -> Path:
+        return self.manifests / f"{table}.parquet"
+
+    def write_table(self, table: str, records: list[BaseModel]) -> Path:
+        """Write one manifest table atomically, with the table's pyarrow schema even when empty."""
+        model = TABLE_MODELS[table]
+        arrow = to_arrow_table(records, model)
+        path = self.manifest(table)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(arrow, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def read_table(self, table: str):
+        return pq.read_table(self.manifest(table))

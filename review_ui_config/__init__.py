@@ -1,0 +1,1 @@
+"""Label Studio labeling configs, one per level."""

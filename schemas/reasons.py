@@ -1,0 +1,28 @@
+"""Quarantine and drop reasons: snake_case constants that double as run-summary stat keys."""
+
+# Whole annotation entries that cannot be read at all.
+ENTRY_MALFORMED = "entry_malformed"
+ENTRY_DUPLICATE = "entry_duplicate"
+
+# Source videos.
+VIDEO_MISSING = "video_missing"
+VIDEO_EMPTY = "video_empty"
+VIDEO_UNREADABLE = "video_unreadable"
+VIDEO_NO_VIDEO_STREAM = "video_no_video_stream"
+VIDEO_TRUNCATED = "video_truncated"
+VIDEO_UNDECODABLE = "video_undecodable"
+
+# Segment times that do not fit their video (events and clips alike; the record's level says which).
+TIME_NAN = "time_nan"
+TIME_NEGATIVE = "time_negative"
+TIME_START_NOT_BEFORE_END = "time_start_not_before_end"
+TIME_PAST_END = "time_past_end"
+EVENT_OVERLAP = "event_overlap"
+SPAN_UNASSIGNED = "span_unassigned"
+
+# Cutting.
+CUT_FAILED = "cut_failed"
+
+ENTRY_NO_LABELS = "entry_no_labels"
+
+ALL_REASONS = tuple(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and k != "ALL_REASONS")

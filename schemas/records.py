@@ -1,0 +1,218 @@
+"""Pydantic record types for every table the engine writes, plus their pyarrow schemas."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Literal, Optional
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+Level = Literal["clip", "event", "video"]
+InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa"]
+QAType = Literal["what", "who", "where", "when", "how", "how_much", "why"]
+Provenance = Literal["human", "auto_draft", "accepted", "edited", "rejected", "boundaries_corrected"]
+CutMode = Literal["accurate", "copy"]
+AnnotationFormat = Literal["hivau", "uca", "csv", "none"]
+QuarantineLevel = Literal["entry", "video", "event", "clip", "span"]
+
+__all__ = [
+    "SCHEMA_VERSION", "Level", "InstructionTask", "QAType", "Provenance", "CutMode", "AnnotationFormat",
+    "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
+    "InstructionRow", "arrow_schema", "to_arrow_table", "TABLE_MODELS",
+]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: str = SCHEMA_VERSION
+
+
+class Generator(BaseModel):
+    """What produced a text: `human` for imported annotations, else a backend, its model and prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: str
+    model: Optional[str] = None
+    prompt_version: Optional[str] = None
+
+
+HUMAN = Generator(backend="human")
+
+
+class SourceVideo(Record):
+    """One source video with its probe results."""
+
+    video_id: str
+    path: str
+    source_format: AnnotationFormat
+    labels: list[str] = Field(default_factory=list)
+    is_anomaly: bool = False
+    size_bytes: int = 0
+    duration_s: float = 0.0
+    fps: float = 0.0
+    r_fps: Optional[float] = None
+    is_vfr: bool = False
+    n_frames: int = 0
+    width: int = 0
+    height: int = 0
+    rotation: int = 0
+    codec: str = ""
+    pix_fmt: Optional[str] = None
+    has_audio: bool = False
+    keyframe_times: list[float] = Field(default_factory=list)
+
+
+class Event(Record):
+    """An event segment: `{vid}_E{i}`, cut from its source video."""
+
+    event_id: str
+    video_id: str
+    index: int
+    start_s: float
+    end_s: float
+    cut_start_s: Optional[float] = None
+    cut_end_s: Optional[float] = None
+    cut_mode: Optional[CutMode] = None
+    media_path: Optional[str] = None
+    n_frames: Optional[int] = None
+    labels: list[str] = Field(default_factory=list)
+    is_anomaly: bool = False
+    origin: Literal["annotation", "normal_sample"] = "annotation"
+    notes: list[str] = Field(default_factory=list)
+
+
+class Clip(Record):
+    """A clip inside an event: `{vid}_E{i}C{j}`."""
+
+    clip_id: str
+    event_id: str
+    video_id: str
+    index: int
+    start_s: float
+    end_s: float
+    cut_start_s: Optional[float] = None
+    cut_end_s: Optional[float] = None
+    cut_mode: Optional[CutMode] = None
+    media_path: Optional[str] = None
+    n_frames: Optional[int] = None
+    labels: list[str] = Field(default_factory=list)
+    is_anomaly: bool = False
+    origin: Literal["annotation", "span", "split_even", "split_fixed"] = "annotation"
+    notes: list[str] = Field(default_factory=list)
+
+
+class Caption(Record):
+    item_id: str
+    level: Level
+    video_id: str
+    text: str
+    provenance: Provenance
+    generator: Generator
+    frame_times: list[float] = Field(default_factory=list)
+
+
+class Summary(Record):
+    item_id: str
+    level: Level
+    video_id: str
+    text: str
+    judgement: Optional[str] = None
+    description: Optional[str] = None
+    analysis: Optional[str] = None
+    provenance: Provenance
+    generator: Generator
+
+
+class QAPair(Record):
+    item_id: str
+    level: Level
+    video_id: str
+    qa_type: QAType
+    question: str
+    answer: str
+    provenance: Provenance
+    generator: Generator
+
+
+class QuarantineRecord(Record):
+    """Something the run could not use, and why. Nothing is dropped without one of these."""
+
+    item_id: str
+    video_id: Optional[str] = None
+    level: QuarantineLevel
+    reason: str
+    detail: str
+    stage: Literal["ingest", "probe", "validate", "cut"]
+    source: Optional[str] = None
+
+
+class InstructionRow(Record):
+    """One instruction-tuning row of a release."""
+
+    id: str
+    level: Level
+    task: InstructionTask
+    qa_type: Optional[QAType] = None
+    media_path: str
+    source_video: str
+    start_s: float
+    end_s: float
+    labels: list[str] = Field(default_factory=list)
+    is_anomaly: bool = False
+    prompt: str
+    answer: str
+    provenance: Provenance
+    generator: Generator
+
+
+TABLE_MODELS: dict[str, type[Record]] = {
+    "videos": SourceVideo,
+    "events": Event,
+    "clips": Clip,
+    "captions": Caption,
+    "summaries": Summary,
+    "qa": QAPair,
+    "quarantine": QuarantineRecord,
+    "instructions": InstructionRow,
+}
+
+_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+
+
+def _arrow_type(annotation) -> tuple[pa.DataType, bool]:
+    """Map a field annotation to (arrow type, nullable)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        inner, _ = _arrow_type(args[0])
+        return inner, True
+    if origin is Literal:
+        return pa.string(), False
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return pa.list_(_arrow_type(item)[0]), False
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct([_arrow_field(n, f.annotation) for n, f in annotation.model_fields.items()]), False
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], False
+    raise TypeError(f"no arrow type for {annotation!r}")
+
+
+def _arrow_field(name: str, annotation) -> pa.Field:
+    arrow_type, nullable = _arrow_type(annotation)
+    return pa.field(name, arrow_type, nullable=nullable)
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    """The pyarrow schema matching a record model, field for field."""
+    fields = [_arrow_field(n, f.annotation) for n, f in model.model_fields.items()]
+    return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "record": model.__name__})
+
+
+def to_arrow_table(records: list[BaseModel], model: type[BaseModel]) -> pa.Table:
+    schema = arrow_schema(model)
+    return pa.Table.from_pylist([r.model_dump(mode="json") for r in records], schema=schema)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what hivau needs on a fresh machine: ffmpeg/ffprobe and a virtual environment with the project.
+# Idempotent: a second run with an unchanged pyproject.toml does nothing but check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${HIVAU_VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[bootstrap] installing ffmpeg with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null
+  else
+    echo "[bootstrap] ffmpeg and ffprobe are required but not on PATH." >&2
+    echo "            Debian/Ubuntu: sudo apt-get install -y ffmpeg    macOS: brew install ffmpeg" >&2
+    exit 1
+  fi
+fi
+
+"$PYTHON" - <<'PY' || { echo "[bootstrap] Python 3.11 or 3.12 is required (found $($PYTHON --version 2>&1))" >&2; exit 1; }
+import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)
+PY
+
+stamp="$VENV/.hivau-installed"
+want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import hivau" 2>/dev/null; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+echo "[bootstrap] installing hivau and its dependencies into $VENV"
+"$VENV/bin/python" -m pip install -qq --upgrade pip
+"$VENV/bin/python" -m pip install -qq -e ".[dev]"
+echo "$want" > "$stamp"

@@ -1,0 +1,1 @@
+"""Plain, testable step logic: ingest, probe, validate, plan, cut and sample."""

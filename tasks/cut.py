@@ -1,0 +1,85 @@
+"""Cut a segment out of a source video with ffmpeg: frame-accurate re-encode or keyframe-snapped stream copy.
+
+ffmpeg streams the segment from disk to disk, so memory stays flat whatever the segment's length.
+Outputs are written to a hidden temporary file and renamed into place only once verified.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import ffmpeg
+
+from hivau.schemas.records import CutMode
+from hivau.tasks.media import last_error_line, require_binary, run_quiet
+from hivau.tasks.probe import read_packets
+from hivau.tasks.segments import keyframe_at_or_before
+
+
+class CutError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CutSettings:
+    crf: int = 20
+    preset: str = "veryfast"
+    threads: int = 0  # 0: let ffmpeg choose
+    timeout_s: float = 3600
+
+
+@dataclass(frozen=True)
+class CutResult:
+    path: str
+    mode: CutMode
+    start_s: float  # actual start in the source's timeline
+    end_s: float
+    n_frames: int
+
+
+def partial_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.stem}.part{dst.suffix}")
+
+
+def copy_start(start: float, keyframe_times: Sequence[float]) -> float:
+    """Stream copy begins at the keyframe at or before the requested start."""
+    return keyframe_at_or_before(start, keyframe_times)
+
+
+def build_command(src: str, tmp: str, start: float, end: float, mode: CutMode, settings: CutSettings) -> list[str]:
+    """The ffmpeg command line (video stream only; audio and subtitles are not part of the dataset)."""
+    stream = ffmpeg.input(src, ss=f"{start:.6f}")
+    common = {"t": f"{end - start:.6f}", "map": "0:v:0", "an": None, "sn": None, "dn": None,
+              "map_metadata": -1, "movflags": "+faststart"}
+    if mode == "copy":
+        out = stream.output(tmp, c="copy", avoid_negative_ts="make_zero", **common)
+    else:
+        # Even dimensions for yuv420p; ffmpeg auto-rotates when re-encoding, so outputs are upright.
+        out = stream.output(tmp, vcodec="libx264", preset=settings.preset, crf=settings.crf, pix_fmt="yuv420p",
+                            vf="scale=trunc(iw/2)*2:trunc(ih/2)*2", threads=settings.threads, **common)
+    return [require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", *out.get_args()[:]]
+
+
+def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMode, fps: float,
+                keyframe_times: Sequence[float] = (), settings: CutSettings = CutSettings()) -> CutResult:
+    """Cut [start, end] of `src` into `dst` atomically; returns the boundaries actually written."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(dst)
+    seek = copy_start(start, keyframe_times) if mode == "copy" else start
+    cmd = build_command(src, str(tmp), seek, end, mode, settings)
+    try:
+        out = run_quiet(cmd, timeout=settings.timeout_s)
+        if out.returncode != 0:
+            raise CutError(f"ffmpeg failed cutting {Path(src).name} [{start:.3f}, {end:.3f}]: {last_error_line(out.stderr)}")
+        times, _ = read_packets(str(tmp))
+        if not times:
+            raise CutError(f"ffmpeg wrote no video frames for {Path(src).name} [{start:.3f}, {end:.3f}]")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    span = (times[-1] - times[0]) + (1.0 / fps if fps else 0.0)
+    return CutResult(path=str(dst), mode=mode, start_s=round(seek, 6), end_s=round(seek + span, 6), n_frames=len(times))

@@ -1,0 +1,47 @@
+"""Test helpers: synthetic videos made with real ffmpeg, including ones whose frames encode their index."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def make_video(path: Path, duration: float, fps: float = 30, size: str = "64x48", gop: int | None = None,
+               extra: tuple[str, ...] = ()) -> Path:
+    """A small H.264 test-pattern video of the given duration and frame rate."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gop_args = ("-g", str(gop)) if gop else ()
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={duration}", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", *gop_args, *extra, str(path))
+    return path
+
+
+def make_index_video(path: Path, n_frames: int, fps: int = 25, gop: int = 25, size=(64, 48)) -> Path:
+    """Frame i is a flat gray of level 2*i (i < 128), so a decoded frame tells which source frame it is."""
+    w, h = size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray",
+                             "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
+                             "-qp", "0", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+                             "-bf", "0", "-pix_fmt", "yuv420p", str(path)], stdin=subprocess.PIPE)
+    for i in range(n_frames):
+        proc.stdin.write(np.full((h, w), 2 * i, np.uint8).tobytes())
+    proc.stdin.close()
+    assert proc.wait() == 0
+    return path
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Invert make_index_video's encoding from a decoded RGB frame."""
+    return int(round(float(frame.mean()) / 2))
+
+
+def make_audio_only(path: Path) -> Path:
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(path))
+    return path
