@@ -78,7 +78,10 @@ def probe_video(path: str | Path, video_id: str, source_format: str = "none", la
                      "-show_format", "-show_streams", path])
     if out.returncode != 0:
         err = last_error_line(out.stderr)
-        reason = reasons.VIDEO_TRUNCATED if "moov atom not found" in out.stderr else reasons.VIDEO_UNREADABLE
+        # An MP4 that starts like one (an `ftyp` box) but lacks its index was cut short while being written.
+        with p.open("rb") as fh:
+            looks_mp4 = fh.read(12)[4:8] == b"ftyp"
+        reason = reasons.VIDEO_TRUNCATED if looks_mp4 and "moov atom not found" in out.stderr else reasons.VIDEO_UNREADABLE
         raise ProbeError(reason, f"ffprobe cannot read {p.name}: {err}")
     info = json.loads(out.stdout or "{}")
     streams = info.get("streams", [])

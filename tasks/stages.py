@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
 from hivau.schemas.records import CutMode, QuarantineRecord
-from hivau.tasks.cut import CutError, CutResult, CutSettings, cut_segment
+from hivau.tasks.cut import CutError, CutResult, CutSettings, cut_segment, partial_path
 from hivau.tasks.ingest import IngestReport
 from hivau.tasks.probe import ProbeError, probe_video
 from hivau.workspace import Workspace, atomic_write_bytes, atomic_write_json
@@ -43,6 +43,7 @@ def _fingerprint(src: str, start: float, end: float, mode: CutMode, settings: Cu
 def cut_or_resume(ws: Workspace, segment_id: str, dst: Path, src: str, start: float, end: float, mode: CutMode,
                   fps: float, keyframes: list[float], settings: CutSettings) -> tuple[CutResult, bool]:
     """Cut one segment unless the same cut already finished; returns (result, was_cut_now)."""
+    partial_path(dst).unlink(missing_ok=True)  # left by a run killed mid-cut; never a valid output
     fingerprint = _fingerprint(src, start, end, mode, settings)
     state_path = ws.segment_state(segment_id)
     if state_path.is_file() and dst.is_file():

@@ -23,23 +23,29 @@ def make_video(path: Path, duration: float, fps: float = 30, size: str = "64x48"
 
 
 def make_index_video(path: Path, n_frames: int, fps: int = 25, gop: int = 25, size=(64, 48)) -> Path:
-    """Frame i is a flat gray of level 2*i (i < 128), so a decoded frame tells which source frame it is."""
+    """Frame i shows i // 16 and i % 16 as two gray levels 16 apart, so a decoded frame tells its index."""
     w, h = size
     path.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray",
                              "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "ultrafast",
                              "-qp", "0", "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
                              "-bf", "0", "-pix_fmt", "yuv420p", str(path)], stdin=subprocess.PIPE)
+    assert n_frames <= 256
     for i in range(n_frames):
-        proc.stdin.write(np.full((h, w), 2 * i, np.uint8).tobytes())
+        frame = np.empty((h, w), np.uint8)
+        frame[:, : w // 2], frame[:, w // 2:] = (i // 16) * 16, (i % 16) * 16
+        proc.stdin.write(frame.tobytes())
     proc.stdin.close()
     assert proc.wait() == 0
     return path
 
 
 def frame_index(frame: np.ndarray) -> int:
-    """Invert make_index_video's encoding from a decoded RGB frame."""
-    return int(round(float(frame.mean()) / 2))
+    """Invert make_index_video's encoding from a decoded RGB frame (edges skipped: chroma bleeds there)."""
+    w = frame.shape[1]
+    high = float(frame[:, 2: w // 2 - 4].mean()) / 16
+    low = float(frame[:, w // 2 + 4: -2].mean()) / 16
+    return int(round(high)) * 16 + int(round(low))
 
 
 def make_audio_only(path: Path) -> Path:

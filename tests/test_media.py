@@ -1,0 +1,134 @@
+"""Probe, cut and frame sampling on real files (fixtures and videos made here with real ffmpeg)."""
+
+import os
+import subprocess
+
+import pytest
+
+from hivau.schemas import reasons
+from hivau.tasks.cut import cut_segment, partial_path
+from hivau.tasks.frames import sample_frames
+from hivau.tasks.probe import ProbeError, probe_video
+from hivau.tasks.stages import cut_or_resume
+from hivau.tasks.cut import CutSettings
+from hivau.workspace import Workspace
+
+from helpers import ffmpeg, frame_index, make_audio_only, make_index_video, make_video
+
+
+def test_probe_fixture_videos(fixtures_dir):
+    robbery = probe_video(fixtures_dir / "videos" / "robbery.mp4", "robbery")
+    assert robbery.fps == pytest.approx(27.0, abs=1e-3) and robbery.n_frames == 2730
+    assert robbery.duration_s == pytest.approx(101.1, abs=0.05) and (robbery.width, robbery.height) == (852, 480)
+    assert robbery.codec == "hevc" and robbery.has_audio and not robbery.is_vfr
+    assert robbery.keyframe_times[:3] == [0.0, 5.0, 10.0]
+    explosion = probe_video(fixtures_dir / "videos" / "explosion2.mp4", "explosion2")
+    assert explosion.fps == pytest.approx(24.0) and explosion.n_frames == 142
+
+
+def test_probe_rotation_and_variable_rate(tmp_path):
+    rotated = make_video(tmp_path / "r.mp4", 1.0, size="64x48")
+    ffmpeg("-i", str(rotated), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(tmp_path / "rot.mp4"))
+    assert probe_video(tmp_path / "rot.mp4", "rot").rotation in (90, 270)
+    # frames 0-9 at 10 fps then 10-29 at 30 fps: timestamps from an expression, kept as they are
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30:duration=1",
+           "-vf", "setpts='if(lt(N,10),N*0.1,1.0+(N-10)/30)/TB'", "-fps_mode", "passthrough",
+           "-c:v", "libx264", "-preset", "ultrafast", str(tmp_path / "vfr.mp4"))
+    vfr = probe_video(tmp_path / "vfr.mp4", "vfr")
+    assert vfr.is_vfr and vfr.n_frames == 30
+
+
+@pytest.mark.parametrize("kind,reason", [
+    ("zero_byte", reasons.VIDEO_EMPTY),
+    ("garbage", reasons.VIDEO_UNREADABLE),
+    ("audio_only", reasons.VIDEO_NO_VIDEO_STREAM),
+    ("truncated_moov_at_end", reasons.VIDEO_TRUNCATED),
+    ("truncated_faststart", reasons.VIDEO_TRUNCATED),
+    ("missing", reasons.VIDEO_MISSING),
+])
+def test_probe_broken_inputs(tmp_path, kind, reason):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "zero_byte":
+        path.touch()
+    elif kind == "garbage":
+        path.write_bytes(os.urandom(50_000))
+    elif kind == "audio_only":
+        make_audio_only(tmp_path / "a.m4a").rename(path)
+    elif kind.startswith("truncated"):
+        extra = ("-movflags", "+faststart") if kind.endswith("faststart") else ()
+        good = make_video(tmp_path / "good.mp4", 4.0, size="160x120", extra=extra).read_bytes()
+        path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ProbeError) as info:
+        probe_video(path, kind)
+    assert info.value.reason == reason and info.value.detail
+
+
+def test_accurate_cut_is_frame_accurate(tmp_path):
+    src = make_index_video(tmp_path / "idx.mp4", 125, fps=25, gop=25)
+    result = cut_segment(str(src), tmp_path / "out.mp4", 1.36, 3.0, "accurate", fps=25.0)
+    frames = sample_frames(result.path, indices=list(range(result.n_frames))).frames
+    first, last = frame_index(frames[0]), frame_index(frames[-1])
+    assert abs(first - 34) <= 1 and abs(last - 74) <= 1  # 1.36 s = frame 34; 3.0 s ends before frame 75
+    assert result.n_frames == pytest.approx(41, abs=1)
+    assert result.start_s == pytest.approx(1.36) and result.end_s == pytest.approx(3.0, abs=0.04)
+
+
+def test_copy_cut_snaps_to_keyframe_and_records_it(tmp_path):
+    src = make_index_video(tmp_path / "idx.mp4", 125, fps=25, gop=25)
+    info = probe_video(src, "idx")
+    assert info.keyframe_times == [0.0, 1.0, 2.0, 3.0, 4.0]
+    result = cut_segment(str(src), tmp_path / "out.mp4", 2.5, 3.6, "copy", 25.0, info.keyframe_times)
+    assert result.start_s == 2.0  # the keyframe before the requested start
+    frames = sample_frames(result.path, indices=[0, result.n_frames - 1]).frames
+    assert frame_index(frames[0]) == 50
+    assert abs(frame_index(frames[1]) - 89) <= 1 and result.end_s == pytest.approx(3.6, abs=0.05)
+
+
+def test_cut_resume_and_half_written_file(tmp_path):
+    src = make_index_video(tmp_path / "idx.mp4", 100, fps=25, gop=25)
+    ws = Workspace.at(tmp_path / "ws")
+    dst = ws.event_media("idx_E0")
+    dst.parent.mkdir(parents=True)
+    partial_path(dst).write_bytes(b"half a file from a killed run")
+    first, fresh = cut_or_resume(ws, "idx_E0", dst, str(src), 1.0, 2.0, "accurate", 25.0, [], CutSettings())
+    assert fresh and not partial_path(dst).exists()
+    mtime = dst.stat().st_mtime_ns
+    again, fresh = cut_or_resume(ws, "idx_E0", dst, str(src), 1.0, 2.0, "accurate", 25.0, [], CutSettings())
+    assert not fresh and again == first and dst.stat().st_mtime_ns == mtime
+    changed, fresh = cut_or_resume(ws, "idx_E0", dst, str(src), 1.0, 2.5, "accurate", 25.0, [], CutSettings())
+    assert fresh and changed.n_frames > first.n_frames
+
+
+def test_cut_failure_leaves_nothing_behind(tmp_path):
+    from hivau.tasks.cut import CutError
+
+    src = make_video(tmp_path / "v.mp4", 2.0)
+    with pytest.raises(CutError):
+        cut_segment(str(src), tmp_path / "out.mp4", 5.0, 6.0, "accurate", 30.0)  # past the end: no frames
+    assert not (tmp_path / "out.mp4").exists() and not partial_path(tmp_path / "out.mp4").exists()
+
+
+def test_sample_frames_uniform_and_by_index(tmp_path):
+    src = make_index_video(tmp_path / "idx.mp4", 120, fps=24, gop=24)
+    sample = sample_frames(str(src), n=4, start_s=1.0, end_s=3.0)
+    assert len(sample.frames) == 4 and sample.indices == [30, 42, 54, 66]
+    assert [frame_index(f) for f in sample.frames] == sample.indices
+    assert all(1.0 <= t < 3.0 for t in sample.times_s)
+    picked = sample_frames(str(src), indices=[119, 0, 77])
+    assert [frame_index(f) for f in picked.frames] == [119, 0, 77]
+    with pytest.raises(IndexError):
+        sample_frames(str(src), indices=[120])
+
+
+def test_sample_frames_on_odd_rate_fixture(fixtures_dir):
+    sample = sample_frames(str(fixtures_dir / "videos" / "robbery.mp4"), n=8, start_s=50.0, end_s=60.0, width=213, height=120)
+    assert sample.frames.shape == (8, 120, 213, 3)
+    assert sample.indices[0] >= 1350 and sample.indices[-1] < 1620  # 27 fps
+
+
+def test_ffmpeg_missing_gives_install_hint(monkeypatch, tmp_path):
+    from hivau.tasks.media import MissingBinaryError
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingBinaryError, match="apt-get install -y ffmpeg"):
+        probe_video(__file__, "x")
