@@ -42,13 +42,13 @@ def plan_segments(item: VideoItem, settings: PlanSettings) -> VideoItem:
 
 
 @task(retries=CUT_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def cut_segments(item: VideoItem, workspace: str, cut_mode: CutMode) -> VideoItem:
+def cut_segments(item: VideoItem, workspace: str, cut_mode: CutMode, settings: CutSettings) -> VideoItem:
     if item.status == "quarantined":
         return item
     # Earlier attempts raise so Prefect retries (finished segments are resumed, not redone); the last
     # attempt records what still fails as quarantine instead, so the video's other segments survive.
     last_attempt = (task_run.run_count or 1) > CUT_RETRIES
-    return cut_item(item, Workspace.at(workspace), cut_mode, CutSettings(), record_failures=last_attempt)
+    return cut_item(item, Workspace.at(workspace), cut_mode, settings, record_failures=last_attempt)
 
 
 @task(cache_policy=NO_CACHE)
@@ -76,17 +76,18 @@ def _failed_item(item: VideoItem, error: BaseException) -> VideoItem:
 
 
 @flow(name="process-videos")
-def process_videos(items: list[VideoItem], workspace: str, cut_mode: CutMode, plan: PlanSettings) -> list[VideoItem]:
+def process_videos(items: list[VideoItem], workspace: str, cut_mode: CutMode, plan: PlanSettings,
+                   cut: CutSettings) -> list[VideoItem]:
     """Probe, plan and cut every video concurrently on the task runner, reporting progress as videos finish."""
     logger = get_run_logger()
     probed = probe_source.map(items)
     planned = plan_segments.map(probed, unmapped(plan))
-    cut = cut_segments.map(planned, unmapped(workspace), unmapped(cut_mode))
+    cuts = cut_segments.map(planned, unmapped(workspace), unmapped(cut_mode), unmapped(cut))
     artifact = create_progress_artifact(0.0, key="build-hivau-progress", description="videos probed, planned and cut")
-    index = {id(f): i for i, f in enumerate(cut)}
+    index = {id(f): i for i, f in enumerate(cuts)}
     results: list[Optional[VideoItem]] = [None] * len(items)
     with progress_bar("cutting videos", total=len(items)) as advance:
-        for done, future in enumerate(as_completed(list(cut)), 1):
+        for done, future in enumerate(as_completed(list(cuts)), 1):
             i = index[id(future)]
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, BaseException):
@@ -107,6 +108,7 @@ def build_hivau(
     labels: Annotated[Optional[str], Field(description="event label file, for the 'uca' format")] = None,
     cut_mode: Annotated[CutMode, Field(description="accurate: re-encode at exact times; copy: keyframe-snapped")] = "accurate",
     plan: PlanSettings = PlanSettings(),
+    cut: CutSettings = CutSettings(),
     task_runner: TaskRunnerKind = "threads",
     max_workers: Annotated[int, Field(ge=1)] = 4,
 ) -> dict:
@@ -115,7 +117,7 @@ def build_hivau(
     print(f"ingest: {report.n_entries} entries, {len(report.items)} videos found, "
           f"{len(report.quarantine)} quarantined at ingest")
     runner = make_task_runner(task_runner, max_workers)
-    items = process_videos.with_options(task_runner=runner)(report.items, workspace, cut_mode, plan)
+    items = process_videos.with_options(task_runner=runner)(report.items, workspace, cut_mode, plan, cut)
     summary = write_run_manifests(workspace, report, items)
     create_table_artifact(summary.rows(), key="build-hivau-summary", description=f"build-hivau run on {workspace}")
     print(f"done: {summary.videos_processed} videos processed, {summary.videos_quarantined} quarantined, "

@@ -6,7 +6,6 @@ import types
 import typing
 from typing import Literal, Optional
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1.0"
@@ -180,11 +179,11 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "instructions": InstructionRow,
 }
 
-_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-
-
-def _arrow_type(annotation) -> tuple[pa.DataType, bool]:
+def _arrow_type(annotation):
     """Map a field annotation to (arrow type, nullable)."""
+    import pyarrow as pa  # imported here so that the record models import fast
+
+    scalars = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -197,22 +196,28 @@ def _arrow_type(annotation) -> tuple[pa.DataType, bool]:
         return pa.list_(_arrow_type(item)[0]), False
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return pa.struct([_arrow_field(n, f.annotation) for n, f in annotation.model_fields.items()]), False
-    if annotation in _SCALARS:
-        return _SCALARS[annotation], False
+    if annotation in scalars:
+        return scalars[annotation], False
     raise TypeError(f"no arrow type for {annotation!r}")
 
 
-def _arrow_field(name: str, annotation) -> pa.Field:
+def _arrow_field(name: str, annotation):
+    import pyarrow as pa
+
     arrow_type, nullable = _arrow_type(annotation)
     return pa.field(name, arrow_type, nullable=nullable)
 
 
-def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+def arrow_schema(model: type[BaseModel]):
     """The pyarrow schema matching a record model, field for field."""
+    import pyarrow as pa
+
     fields = [_arrow_field(n, f.annotation) for n, f in model.model_fields.items()]
     return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "record": model.__name__})
 
 
-def to_arrow_table(records: list[BaseModel], model: type[BaseModel]) -> pa.Table:
+def to_arrow_table(records: list[BaseModel], model: type[BaseModel]):
+    import pyarrow as pa
+
     schema = arrow_schema(model)
     return pa.Table.from_pylist([r.model_dump(mode="json") for r in records], schema=schema)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 import ffmpeg
+from pydantic import BaseModel, Field
 
 from hivau.schemas.records import CutMode
 from hivau.tasks.media import last_error_line, require_binary, run_quiet
@@ -23,12 +24,15 @@ class CutError(RuntimeError):
     pass
 
 
-@dataclass(frozen=True)
-class CutSettings:
-    crf: int = 20
-    preset: str = "veryfast"
-    threads: int = 0  # 0: let ffmpeg choose
-    timeout_s: float = 3600
+class CutSettings(BaseModel):
+    """Encoder settings for `accurate` mode (`copy` never re-encodes)."""
+
+    model_config = {"frozen": True}
+    crf: int = Field(20, ge=0, le=51, description="x264 constant rate factor: lower is better and bigger")
+    # superfast: about 2x the speed of veryfast for a larger file at the same CRF (see BENCHMARKS.md)
+    preset: str = Field("superfast", description="x264 preset (ultrafast ... veryslow)")
+    threads: int = Field(0, ge=0, description="encoder threads; 0 lets ffmpeg choose")
+    timeout_s: float = Field(3600, gt=0, description="give up on one segment after this long")
 
 
 @dataclass(frozen=True)
