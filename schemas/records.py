@@ -65,10 +65,9 @@ class SourceVideo(Record):
     keyframe_times: list[float] = Field(default_factory=list)
 
 
-class Event(Record):
-    """An event segment: `{vid}_E{i}`, cut from its source video."""
+class Segment(Record):
+    """Fields shared by events and clips: requested times, the times actually cut, and the media file."""
 
-    event_id: str
     video_id: str
     index: int
     start_s: float
@@ -80,28 +79,22 @@ class Event(Record):
     n_frames: Optional[int] = None
     labels: list[str] = Field(default_factory=list)
     is_anomaly: bool = False
-    origin: Literal["annotation", "normal_sample"] = "annotation"
     notes: list[str] = Field(default_factory=list)
 
 
-class Clip(Record):
+class Event(Segment):
+    """An event segment: `{vid}_E{i}`, cut from its source video."""
+
+    event_id: str
+    origin: Literal["annotation", "normal_sample"] = "annotation"
+
+
+class Clip(Segment):
     """A clip inside an event: `{vid}_E{i}C{j}`."""
 
     clip_id: str
     event_id: str
-    video_id: str
-    index: int
-    start_s: float
-    end_s: float
-    cut_start_s: Optional[float] = None
-    cut_end_s: Optional[float] = None
-    cut_mode: Optional[CutMode] = None
-    media_path: Optional[str] = None
-    n_frames: Optional[int] = None
-    labels: list[str] = Field(default_factory=list)
-    is_anomaly: bool = False
     origin: Literal["annotation", "span", "split_even", "split_fixed"] = "annotation"
-    notes: list[str] = Field(default_factory=list)
 
 
 class Caption(Record):

@@ -70,12 +70,6 @@ def _problem(exc: ValidationError) -> str:
 
 # ---------------------------------------------------------------- HIVAU-70k raw annotations
 
-class _Split(BaseModel):
-    judgement: Optional[str] = None
-    description: Optional[str] = None
-    analysis: Optional[str] = None
-
-
 class HivauRawEntry(BaseModel):
     """One video of HolmesVAU's `HIVAU-70k/raw_annotations/*.json`."""
 
@@ -88,8 +82,8 @@ class HivauRawEntry(BaseModel):
     clips_caption: Optional[list[list[str]]] = None
     events_summary: Optional[list[str]] = None
     video_summary: Optional[str] = None
-    events_summary_split: Optional[list[_Split]] = None
-    video_summary_split: Optional[_Split] = None
+    events_summary_split: Optional[list[SummarySplit]] = None
+    video_summary_split: Optional[SummarySplit] = None
 
     def structure_problem(self) -> Optional[str]:
         n = len(self.events)
@@ -130,13 +124,12 @@ def load_hivau(path: str | Path, videos_dir: Optional[str | Path]) -> IngestRepo
                 start_s=start, end_s=end,
                 clips=[AnnotatedClip(start_s=s, end_s=e, caption=c) for (s, e), c in zip(spans, captions)],
                 summary=parsed.events_summary[i] if parsed.events_summary else None,
-                summary_split=SummarySplit(**split.model_dump()) if split else None,
+                summary_split=split,
             ))
-        vsplit = parsed.video_summary_split
         item = VideoItem(
             video_id=video_id, source_format="hivau", source=source, labels=_normalise_labels(parsed.label),
             events=events, video_summary=parsed.video_summary,
-            video_summary_split=SummarySplit(**vsplit.model_dump()) if vsplit else None,
+            video_summary_split=parsed.video_summary_split,
             declared_fps=parsed.fps, declared_n_frames=parsed.n_frames,
             declared_duration_s=(parsed.n_frames / parsed.fps) if parsed.n_frames and parsed.fps else None,
         )

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.prefect_server
 
 
 def _prefect(env, *args, timeout=120):
-    return subprocess.run([str(__import__("conftest").BIN / "prefect"), *args], env=env, capture_output=True,
+    return subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
