@@ -64,7 +64,7 @@ def build_command(src: str, tmp: str, start: float, end: float, mode: CutMode, s
         # Even dimensions for yuv420p; ffmpeg auto-rotates when re-encoding, so outputs are upright.
         out = stream.output(tmp, vcodec="libx264", preset=settings.preset, crf=settings.crf, pix_fmt="yuv420p",
                             vf="scale=trunc(iw/2)*2:trunc(ih/2)*2", threads=settings.threads, **common)
-    return [require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", *out.get_args()[:]]
+    return [require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", *out.get_args()]
 
 
 def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMode, fps: float,
