@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel
@@ -15,19 +16,27 @@ from pydantic import BaseModel
 from hivau.schemas.records import TABLE_MODELS, to_arrow_table
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+@contextmanager
+def atomic_target(path: Path) -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on failure removed.
+
+    Readers therefore never see half a file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_target(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -77,15 +86,8 @@ class Workspace:
         model = TABLE_MODELS[table]
         arrow = to_arrow_table(records, model)
         path = self.manifest(table)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_target(path) as tmp:
             pq.write_table(arrow, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     def read_table(self, table: str):
