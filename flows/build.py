@@ -1,4 +1,4 @@
-"""`build-hivau`: ingest, probe, decouple and cut, as a Prefect flow over the plain stage functions."""
+"""`build-hivau`: ingest, probe, decouple, cut, caption, roll up and extract motion, as a Prefect flow."""
 
 from __future__ import annotations
 
@@ -15,11 +15,14 @@ from hivau.progress import progress_bar
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
 from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord
+from hivau.tasks.caption import CaptionSettings, caption_item, make_captioner
 from hivau.tasks.cut import CutSettings
 from hivau.tasks.decouple import PlanSettings, plan_video
 from hivau.tasks.ingest import IngestReport, load_annotations
+from hivau.tasks.motion import motion_records
+from hivau.tasks.rollup import RollupSettings, run_rollup
 from hivau.tasks.stages import RunSummary, cut_item, probe_item, write_manifests
-from hivau.workspace import Workspace
+from hivau.workspace import Workspace, atomic_write_json
 
 TaskRunnerKind = Literal["threads", "dask"]
 CUT_RETRIES = 2
@@ -49,6 +52,52 @@ def cut_segments(item: VideoItem, workspace: str, cut_mode: CutMode, settings: C
     # attempt records what still fails as quarantine instead, so the video's other segments survive.
     last_attempt = (task_run.run_count or 1) > CUT_RETRIES
     return cut_item(item, Workspace.at(workspace), cut_mode, settings, record_failures=last_attempt)
+
+
+@task(cache_policy=NO_CACHE)
+def caption_clips(items: list[VideoItem], workspace: str, settings: CaptionSettings) -> list[VideoItem]:
+    """Caption clips without a caption (model backends), or record which lack one (`provided`)."""
+    logger = get_run_logger()
+    ws = Workspace.at(workspace)
+    captioner = make_captioner(settings, ws)
+    if captioner is not None:
+        logger.info("captioning clips with %s %s", captioner.generator.backend, captioner.generator.model)
+    out = []
+    with progress_bar("captioning clips", total=len(items)) as advance:
+        for item in items:
+            out.append(caption_item(item, ws, captioner, settings))
+            advance()
+    return out
+
+
+@task(cache_policy=NO_CACHE)
+def roll_up_texts(items: list[VideoItem], workspace: str, settings: RollupSettings) -> list[VideoItem]:
+    """Event and video summaries with their splits, and 5W2H pairs; LLM answers are cached in state/."""
+    logger = get_run_logger()
+    ws = Workspace.at(workspace)
+    with progress_bar("drafting summaries and QA", total=len(items)) as advance:
+        def saved(item: VideoItem) -> None:  # per-video state as each finishes, so a killed run loses little
+            atomic_write_json(ws.video_state(item.video_id), item.model_dump(mode="json"))
+            advance()
+
+        run = run_rollup(items, ws.state / "llm_cache", settings, on_done=saved)
+    logger.info(run.note)
+    create_table_artifact(run.usage.rows(settings.llm, run.model), key="build-hivau-llm-usage",
+                          description=f"roll-up requests, tokens and estimated cost ({run.backend})")
+    logger.info("roll-up: %d requests sent, %d answered from cache, %d retries, %d prompt + %d completion tokens",
+                run.usage.requests, run.usage.cache_hits, run.usage.retries, run.usage.prompt_tokens,
+                run.usage.completion_tokens)
+    return run.items
+
+
+@task(cache_policy=NO_CACHE)
+def extract_motion_phrases(items: list[VideoItem]) -> list[VideoItem]:
+    out = []
+    for item in items:
+        item = item.model_copy()
+        item.motion_phrases = motion_records(item) if item.status != "quarantined" else []
+        out.append(item)
+    return out
 
 
 @task(cache_policy=NO_CACHE)
@@ -109,6 +158,8 @@ def build_hivau(
     cut_mode: Annotated[CutMode, Field(description="accurate: re-encode at exact times; copy: keyframe-snapped")] = "accurate",
     plan: PlanSettings = PlanSettings(),
     cut: CutSettings = CutSettings(),
+    captioner: CaptionSettings = CaptionSettings(),
+    rollup: RollupSettings = RollupSettings(),
     task_runner: TaskRunnerKind = "threads",
     max_workers: Annotated[int, Field(ge=1)] = 4,
 ) -> dict:
@@ -118,8 +169,12 @@ def build_hivau(
           f"{len(report.quarantine)} quarantined at ingest")
     runner = make_task_runner(task_runner, max_workers)
     items = process_videos.with_options(task_runner=runner)(report.items, workspace, cut_mode, plan, cut)
+    items = caption_clips(items, workspace, captioner)
+    items = roll_up_texts(items, workspace, rollup)
+    items = extract_motion_phrases(items)
     summary = write_run_manifests(workspace, report, items)
     create_table_artifact(summary.rows(), key="build-hivau-summary", description=f"build-hivau run on {workspace}")
     print(f"done: {summary.videos_processed} videos processed, {summary.videos_quarantined} quarantined, "
-          f"{summary.events} events, {summary.clips} clips; manifests in {workspace}/manifests")
+          f"{summary.events} events, {summary.clips} clips, {summary.captions} captions, {summary.summaries} summaries, "
+          f"{summary.qa_pairs} QA pairs, {summary.motion_phrases} motion phrases; manifests in {workspace}/manifests")
     return summary.model_dump()

@@ -31,10 +31,19 @@ def build(
     seed: int = typer.Option(0, "--seed"),
     task_runner: str = typer.Option("threads", "--task-runner", help="threads | dask"),
     workers: int = typer.Option(4, "--workers"),
+    captioner: str = typer.Option("provided", "--captioner", help="provided | transformers | openai"),
+    captioner_model: Optional[str] = typer.Option(None, "--captioner-model", help="local folder, hub id or model name"),
+    frames_per_clip: int = typer.Option(8, "--frames-per-clip"),
+    rollup: str = typer.Option("auto", "--rollup", help="auto | openai | extractive"),
+    structured_output: str = typer.Option("json_schema", "--structured-output", help="json_schema | json_text"),
+    llm_concurrency: int = typer.Option(16, "--llm-concurrency"),
 ):
     """Run the build-hivau flow in this process (same parameters as the deployment)."""
     from hivau.flows.build import build_hivau
+    from hivau.tasks.caption import CaptionSettings
     from hivau.tasks.decouple import ClipPolicy, NormalSegmentPolicy, PlanSettings, SpanPolicy
+    from hivau.tasks.llm import LLMSettings
+    from hivau.tasks.rollup import RollupSettings
 
     plan = PlanSettings(clips=ClipPolicy(mode=clip_mode, k=clip_k, length_s=clip_length),
                         normal=NormalSegmentPolicy(count=normal_count, length_s=normal_length),
@@ -42,7 +51,11 @@ def build(
     summary = build_hivau(videos_dir=str(videos), workspace=str(workspace),
                           annotations=str(annotations) if annotations else None, format=format,
                           labels=str(labels) if labels else None, cut_mode=cut_mode, plan=plan,
-                          task_runner=task_runner, max_workers=workers)
+                          task_runner=task_runner, max_workers=workers,
+                          captioner=CaptionSettings(backend=captioner, model=captioner_model,
+                                                    frames_per_clip=frames_per_clip),
+                          rollup=RollupSettings(backend=rollup, llm=LLMSettings(structured_output=structured_output,
+                                                                                 concurrency=llm_concurrency)))
     _print_summary(summary)
 
 

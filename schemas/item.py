@@ -1,4 +1,4 @@
-"""VideoItem: the one record that flows through ingest, probe, validate, plan and cut."""
+"""VideoItem: the one record that flows through ingest, probe, plan, cut, caption, roll-up and motion."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from hivau.schemas.records import (
-    AnnotationFormat, Caption, Clip, Event, QuarantineRecord, SourceVideo, Summary,
+    AnnotationFormat, Caption, Clip, Event, MotionPhraseRecord, QAPair, QuarantineRecord, SourceVideo, Summary,
 )
 
 
@@ -59,6 +59,8 @@ class VideoItem(BaseModel):
     planned_clips: list[Clip] = Field(default_factory=list)
     captions: list[Caption] = Field(default_factory=list)
     summaries: list[Summary] = Field(default_factory=list)
+    qa: list[QAPair] = Field(default_factory=list)
+    motion_phrases: list[MotionPhraseRecord] = Field(default_factory=list)
     quarantine: list[QuarantineRecord] = Field(default_factory=list)
     status: Literal["ingested", "probed", "planned", "cut", "quarantined"] = "ingested"
 

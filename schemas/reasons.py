@@ -25,4 +25,14 @@ CUT_FAILED = "cut_failed"
 
 ENTRY_NO_LABELS = "entry_no_labels"
 
+
+# Captioning and LLM roll-up: the item's text is missing, never replaced by a placeholder.
+CAPTION_MISSING = "caption_missing"
+CAPTION_FAILED = "caption_failed"
+NO_INPUT_TEXT = "no_input_text"
+LLM_REQUEST_FAILED = "llm_request_failed"
+LLM_REQUEST_REJECTED = "llm_request_rejected"
+LLM_INVALID_OUTPUT = "llm_invalid_output"
+LLM_TRUNCATED_OUTPUT = "llm_truncated_output"
+
 ALL_REASONS = tuple(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and k != "ALL_REASONS")

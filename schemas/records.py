@@ -21,7 +21,7 @@ QuarantineLevel = Literal["entry", "video", "event", "clip", "span"]
 __all__ = [
     "SCHEMA_VERSION", "Level", "InstructionTask", "QAType", "Provenance", "CutMode", "AnnotationFormat",
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
-    "InstructionRow", "arrow_schema", "to_arrow_table", "TABLE_MODELS",
+    "MotionPhraseRecord", "InstructionRow", "arrow_schema", "to_arrow_table", "TABLE_MODELS",
 ]
 
 
@@ -138,8 +138,24 @@ class QuarantineRecord(Record):
     level: QuarantineLevel
     reason: str
     detail: str
-    stage: Literal["ingest", "probe", "validate", "cut"]
+    stage: Literal["ingest", "probe", "validate", "cut", "caption", "summarize", "qa"]
     source: Optional[str] = None
+
+
+class MotionPhraseRecord(Record):
+    """One subject-verb-object motion phrase from a text (HAWK's motion-language targets)."""
+
+    item_id: str
+    level: Level
+    video_id: str
+    source: Literal["caption", "summary", "description"]
+    text: str
+    verb: str
+    subjects: list[str] = Field(default_factory=list)
+    objects: list[str] = Field(default_factory=list)
+    preps: list[str] = Field(default_factory=list)
+    text_provenance: Provenance
+    generator: Generator
 
 
 class InstructionRow(Record):
@@ -168,6 +184,7 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "captions": Caption,
     "summaries": Summary,
     "qa": QAPair,
+    "motion_phrases": MotionPhraseRecord,
     "quarantine": QuarantineRecord,
     "instructions": InstructionRow,
 }

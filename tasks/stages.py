@@ -104,6 +104,9 @@ class RunSummary(BaseModel):
     clips: int
     captions: int
     summaries: int
+    qa_pairs: int = 0
+    motion_phrases: int = 0
+    texts_by_generator: dict[str, int] = {}
     quarantined_by_reason: dict[str, int]
     quarantined_by_level: dict[str, int]
     workspace: str
@@ -111,6 +114,7 @@ class RunSummary(BaseModel):
     def rows(self) -> list[dict]:
         rows = [{"metric": k, "value": v} for k, v in self.model_dump().items() if not isinstance(v, dict)]
         rows += [{"metric": f"quarantined:{k}", "value": v} for k, v in sorted(self.quarantined_by_reason.items())]
+        rows += [{"metric": f"texts:{k}", "value": v} for k, v in sorted(self.texts_by_generator.items())]
         return rows
 
 
@@ -123,12 +127,17 @@ def write_manifests(ws: Workspace, report: IngestReport, items: list[VideoItem])
     ws.write_table("clips", [c for it in good for c in it.planned_clips])
     ws.write_table("captions", [c for it in good for c in it.captions])
     ws.write_table("summaries", [s for it in good for s in it.summaries])
+    ws.write_table("qa", [p for it in good for p in it.qa])
+    ws.write_table("motion_phrases", [m for it in good for m in it.motion_phrases])
     ws.write_table("quarantine", quarantine)
     summary = RunSummary(
         entries=report.n_entries, videos_processed=len(good),
         videos_quarantined=report.n_entries - len(good),
         events=sum(len(it.planned_events) for it in good), clips=sum(len(it.planned_clips) for it in good),
         captions=sum(len(it.captions) for it in good), summaries=sum(len(it.summaries) for it in good),
+        qa_pairs=sum(len(it.qa) for it in good), motion_phrases=sum(len(it.motion_phrases) for it in good),
+        texts_by_generator=dict(Counter(f"{t.__class__.__name__.lower()}:{t.generator.backend}" for it in good
+                                        for t in [*it.captions, *it.summaries, *it.qa])),
         quarantined_by_reason=dict(Counter(q.reason for q in quarantine)),
         quarantined_by_level=dict(Counter(q.level for q in quarantine)), workspace=str(ws.root),
     )

@@ -1,0 +1,267 @@
+"""Clip captioners behind one interface: `provided` (the annotations' own), `transformers`, `openai`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional, Protocol, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hivau.prompts import load_prompt
+from hivau.schemas import reasons
+from hivau.schemas.item import VideoItem
+from hivau.schemas.records import Caption, Generator, QuarantineRecord
+from hivau.tasks.frames import sample_frames
+from hivau.tasks.llm import LLMClient, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint
+from hivau.workspace import Workspace, atomic_write_json
+
+log = logging.getLogger("hivau.caption")
+
+
+class CaptionSettings(BaseModel):
+    backend: Literal["provided", "transformers", "openai"] = Field(
+        "provided", description="provided: the annotations' captions; transformers: a local VLM; openai: a VLM server")
+    model: Optional[str] = Field(None, description="transformers: local folder or hub id; openai: model name "
+                                                   "(default $HIVAU_VLM_MODEL)")
+    frames_per_clip: int = Field(8, ge=1, le=64)
+    frame_short_side: int = Field(336, ge=16, description="frames are decoded at this shorter side")
+    batch_size: int = Field(4, ge=1, description="clips per forward pass (transformers)")
+    max_new_tokens: int = Field(96, ge=4)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    recaption_provided: bool = Field(False, description="also caption clips that have a human caption")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="openai: quality of the frames sent as images")
+    llm: LLMSettings = Field(default_factory=LLMSettings, description="openai: endpoint, retries, concurrency")
+
+
+@dataclass
+class ClipFrames:
+    clip_id: str
+    start_s: float
+    end_s: float
+    frames: np.ndarray  # (N, H, W, 3) RGB uint8
+    times_s: list[float]  # in the source video's time
+
+
+@dataclass
+class CaptionFailure:
+    reason: str
+    detail: str
+
+
+CaptionResult = Union[str, CaptionFailure]
+
+
+class Captioner(Protocol):
+    generator: Generator
+
+    def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]: ...
+
+
+# ---------------------------------------------------------------- transformers
+def pick_device_dtype(device: str, dtype: str):
+    """CUDA when present (bf16 where supported, else fp16); CPU in float32."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        if device == "cuda":
+            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return device, torch.float32
+    return device, getattr(torch, dtype)
+
+
+class TransformersCaptioner:
+    """A Hugging Face image-text-to-text model (Qwen2-VL, LLaVA, ...) given a clip's frames as images."""
+
+    def __init__(self, model_ref: str, settings: CaptionSettings):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        self.settings = settings
+        self.device, self.dtype = pick_device_dtype(settings.device, settings.dtype)
+        self.processor = AutoProcessor.from_pretrained(model_ref)
+        self.processor.tokenizer.padding_side = "left"  # decoder-only batches generate from the right edge
+        self.model = AutoModelForImageTextToText.from_pretrained(model_ref, dtype=self.dtype).to(self.device).eval()
+        self.prompt = load_prompt("clip_caption")
+        self.generator = Generator(backend="transformers", model=model_ref, prompt_version=self.prompt.tag)
+        self._torch = torch
+
+    def _conversation(self, clip: ClipFrames) -> list[dict]:
+        system, user = self.prompt.messages(n_frames=len(clip.frames), start_s=f"{clip.start_s:.1f}",
+                                            end_s=f"{clip.end_s:.1f}")
+        content = [{"type": "image"} for _ in clip.frames] + [{"type": "text", "text": user["content"]}]
+        return [{"role": "system", "content": [{"type": "text", "text": system["content"]}]},
+                {"role": "user", "content": content}]
+
+    def _generate(self, clips: list[ClipFrames]) -> list[str]:
+        from PIL import Image
+
+        texts = [self.processor.apply_chat_template(self._conversation(c), add_generation_prompt=True, tokenize=False)
+                 for c in clips]
+        images = [[Image.fromarray(f) for f in c.frames] for c in clips]
+        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True).to(self.device)
+        with self._torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False)
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
+        results: list[CaptionResult] = []
+        for start in range(0, len(clips), self.settings.batch_size):
+            batch = clips[start:start + self.settings.batch_size]
+            try:
+                texts = self._generate(batch)
+            except (RuntimeError, ValueError) as exc:  # e.g. out of memory, a frame the processor rejects
+                results += [CaptionFailure(reasons.CAPTION_FAILED, f"{type(exc).__name__}: {exc}"[:300])] * len(batch)
+                continue
+            results += [t.strip() or CaptionFailure(reasons.CAPTION_FAILED, "the model generated no text")
+                        for t in texts]
+        return results
+
+
+# ---------------------------------------------------------------- openai-compatible VLM
+class CaptionOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    caption: str
+
+
+def _check_caption(out: CaptionOut) -> CaptionOut:
+    if not out.caption.strip():
+        raise ValueError("empty caption")
+    return out
+
+
+def jpeg_data_url(frame: np.ndarray, quality: int) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("could not encode a frame as JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+class OpenAICaptioner:
+    """An OpenAI-compatible vision chat endpoint (for example vLLM serving a VLM); frames go as JPEG images."""
+
+    def __init__(self, settings: CaptionSettings, cache: ResponseCache, usage: Optional[Usage] = None):
+        import os
+
+        llm = settings.llm.model_copy(update={"model": settings.model or settings.llm.model
+                                              or os.environ.get("HIVAU_VLM_MODEL")})
+        endpoint = resolve_endpoint(llm)
+        if endpoint is None:
+            raise ValueError("the openai captioner needs an endpoint: set OPENAI_BASE_URL / OPENAI_API_KEY and a "
+                             "model (captioner.model or $HIVAU_VLM_MODEL)")
+        self.settings, self.llm, self.endpoint, self.cache = settings, llm, endpoint, cache
+        self.usage = usage or Usage()
+        self.prompt = load_prompt("clip_caption")
+        self.generator = Generator(backend="openai", model=endpoint.model, prompt_version=self.prompt.tag)
+
+    def _messages(self, clip: ClipFrames) -> list[dict]:
+        system, user = self.prompt.messages(n_frames=len(clip.frames), start_s=f"{clip.start_s:.1f}",
+                                            end_s=f"{clip.end_s:.1f}")
+        images = [{"type": "image_url", "image_url": {"url": jpeg_data_url(f, self.settings.jpeg_quality)}}
+                  for f in clip.frames]
+        return [system, {"role": "user", "content": images + [{"type": "text", "text": user["content"]}]}]
+
+    async def _caption_all(self, clips: list[ClipFrames]) -> list[CaptionResult]:
+        async with LLMClient(self.endpoint, self.llm, self.cache, self.usage) as client:
+            async def one(clip: ClipFrames) -> CaptionResult:
+                try:
+                    out = await client.complete(self._messages(clip), CaptionOut, self.prompt.tag, _check_caption)
+                    return out.caption.strip()
+                except LLMError as exc:
+                    return CaptionFailure(exc.reason, exc.detail)
+
+            return list(await asyncio.gather(*(one(c) for c in clips)))
+
+    def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
+        return asyncio.run(self._caption_all(clips))
+
+
+# ---------------------------------------------------------------- per video
+def make_captioner(settings: CaptionSettings, ws: Workspace, usage: Optional[Usage] = None) -> Optional[Captioner]:
+    """The configured model captioner; None for `provided`."""
+    if settings.backend == "provided":
+        return None
+    if settings.backend == "transformers":
+        if not settings.model:
+            raise ValueError("the transformers captioner needs captioner.model: a local folder or a hub id")
+        return TransformersCaptioner(settings.model, settings)
+    return OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"), usage)
+
+
+def _clip_frames(ws: Workspace, clip, settings: CaptionSettings) -> ClipFrames:
+    """Frames of the cut clip file, with times moved back onto the source video's clock."""
+    path = str(ws.root / clip.media_path)
+    import decord
+
+    reader = decord.VideoReader(path, num_threads=1)
+    h, w = reader[0].shape[:2]
+    del reader
+    scale = settings.frame_short_side / min(h, w)
+    width, height = (int(round(w * scale / 2) * 2), int(round(h * scale / 2) * 2)) if scale < 1 else (-1, -1)
+    sampled = sample_frames(path, n=settings.frames_per_clip, width=width, height=height)
+    offset = clip.cut_start_s if clip.cut_start_s is not None else clip.start_s
+    return ClipFrames(clip.clip_id, clip.start_s, clip.end_s, sampled.frames,
+                      [round(offset + t, 3) for t in sampled.times_s])
+
+
+def _cache_key(captioner: Captioner, ws: Workspace, clip, settings: CaptionSettings) -> str:
+    stat = (ws.root / clip.media_path).stat()
+    parts = [captioner.generator.model_dump(), clip.media_path, stat.st_size, stat.st_mtime_ns,
+             settings.frames_per_clip, settings.frame_short_side, settings.max_new_tokens]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],
+                 settings: CaptionSettings) -> VideoItem:
+    """Caption the clips of one video that need it; each failure is a reasoned record for that clip."""
+    item = item.model_copy(deep=True)
+    if item.status == "quarantined":
+        return item
+    have = {c.item_id for c in item.captions if c.level == "clip" and c.text.strip()}
+    item.quarantine = [q for q in item.quarantine if q.stage != "caption"]
+
+    def fail(clip_id: str, reason: str, detail: str) -> None:
+        item.quarantine.append(QuarantineRecord(item_id=clip_id, video_id=item.video_id, level="clip",
+                                                reason=reason, detail=detail, stage="caption", source=item.source))
+
+    if captioner is None:
+        for clip in item.planned_clips:
+            if clip.clip_id not in have:
+                fail(clip.clip_id, reasons.CAPTION_MISSING, "the annotations give no caption for this clip "
+                                                            "(captioner.backend=provided)")
+        return item
+
+    todo = [c for c in item.planned_clips if c.media_path and (settings.recaption_provided or c.clip_id not in have)]
+    pending, keys = [], {}
+    for clip in todo:
+        keys[clip.clip_id] = key = _cache_key(captioner, ws, clip, settings)
+        state = ws.state / "captions" / f"{clip.clip_id}.json"
+        if state.is_file() and json.loads(state.read_text()).get("key") == key:
+            item.captions = [c for c in item.captions if c.item_id != clip.clip_id]
+            item.captions.append(Caption.model_validate(json.loads(state.read_text())["caption"]))
+            continue
+        try:
+            pending.append(_clip_frames(ws, clip, settings))
+        except Exception as exc:  # decord raises its own error types for unreadable files
+            fail(clip.clip_id, reasons.CAPTION_FAILED, f"could not sample frames: {type(exc).__name__}: {exc}"[:300])
+    for frames, result in zip(pending, captioner.caption(pending) if pending else []):
+        if isinstance(result, CaptionFailure):
+            fail(frames.clip_id, result.reason, result.detail)
+            continue
+        caption = Caption(item_id=frames.clip_id, level="clip", video_id=item.video_id, text=result,
+                          provenance="auto_draft", generator=captioner.generator, frame_times=frames.times_s)
+        item.captions = [c for c in item.captions if c.item_id != frames.clip_id] + [caption]
+        atomic_write_json(ws.state / "captions" / f"{frames.clip_id}.json",
+                          {"key": keys[frames.clip_id], "caption": caption.model_dump(mode="json")})
+    return item

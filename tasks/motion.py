@@ -1,0 +1,129 @@
+"""Motion phrases (HAWK sec. 3.3): subject-verb-object phrases from a dependency parse of ground-truth text.
+
+HAWK's released extraction keeps a verb's direct `nsubj`/`nsubjpass` and `dobj` children only. Here a
+phrase also keeps passive agents ("car hit by truck"), particles ("picks up bag"), prepositional objects
+("runs into street"), objects joined by "and", negation, and a subject inherited from the verb it is
+coordinated with ("a man breaks the window and steals a bag" -> "man steals bag").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hivau.tasks.nlp import english
+
+SUBJECT_DEPS = {"nsubj", "nsubjpass", "csubj", "csubjpass", "expl"}
+OBJECT_DEPS = {"dobj", "obj", "dative", "attr", "oprd"}
+# Verbs that take their subject from the verb they hang off when they have none of their own.
+INHERITING_DEPS = {"conj", "xcomp", "dep", "advcl"}
+
+
+@dataclass
+class MotionPhrase:
+    verb: str  # the verb as written
+    lemma: str
+    subjects: list[str] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)
+    particle: Optional[str] = None
+    negated: bool = False
+    preps: list[str] = field(default_factory=list)  # "into street", "by truck" (passive agent)
+
+    @property
+    def text(self) -> str:
+        verb = ("not " if self.negated else "") + self.verb + (f" {self.particle}" if self.particle else "")
+        parts = [" and ".join(self.subjects), verb, " and ".join(self.objects), *self.preps]
+        return " ".join(p for p in parts if p)
+
+
+def noun_core(token) -> str:
+    """A noun with its compound modifiers ("police car"), without determiners or adjectives."""
+    words = [t for t in token.lefts if t.dep_ in ("compound", "nummod")] + [token]
+    return " ".join(w.text if w.pos_ == "PROPN" else w.lower_ for w in words)
+
+
+def _with_conjuncts(token) -> list:
+    """The token and the nouns coordinated with it ("a bag and a phone")."""
+    return [token, *[t for t in token.conjuncts if t.i > token.i and t.pos_ in ("NOUN", "PROPN", "PRON", "NUM")]]
+
+
+def _own_subjects(verb) -> list:
+    return [s for child in verb.children if child.dep_ in SUBJECT_DEPS for s in _with_conjuncts(child)]
+
+
+def _subjects(verb) -> list:
+    """The verb's subjects, else those of the verb it is coordinated with (walking up the chain)."""
+    seen = verb
+    while True:
+        own = _own_subjects(seen)
+        if own or seen.dep_ not in INHERITING_DEPS or seen.head is seen or seen.head.pos_ not in ("VERB", "AUX"):
+            return own
+        seen = seen.head
+
+
+def phrase_for(verb) -> MotionPhrase:
+    phrase = MotionPhrase(verb=verb.text, lemma=verb.lemma_.lower())
+    phrase.subjects = [noun_core(s) for s in _subjects(verb)]
+    for child in verb.children:
+        if child.dep_ in OBJECT_DEPS:
+            phrase.objects += [noun_core(o) for o in _with_conjuncts(child)]
+        elif child.dep_ == "prt":
+            phrase.particle = child.text
+        elif child.dep_ == "neg":
+            phrase.negated = True
+        elif child.dep_ in ("prep", "agent"):
+            for pobj in [p for p in child.children if p.dep_ == "pobj"][:1]:
+                nouns = " and ".join(noun_core(o) for o in _with_conjuncts(pobj))
+                phrase.preps.append(f"{child.text} {nouns}")
+    return phrase
+
+
+def motion_phrases(text: str) -> list[MotionPhrase]:
+    """Every verb with a subject or an object, in text order."""
+    doc = english()(text)
+    phrases = []
+    for token in doc:
+        if token.pos_ != "VERB":
+            continue
+        phrase = phrase_for(token)
+        if phrase.subjects or phrase.objects or phrase.preps:
+            phrases.append(phrase)
+    return phrases
+
+
+def hawk_baseline_phrases(text: str) -> list[str]:
+    """HAWK's released rule (direct nsubj/nsubjpass and dobj children only), kept for comparison."""
+    doc = english()(text)
+    out = []
+    for token in doc:
+        if token.pos_ != "VERB":
+            continue
+        subj = [c.text for c in token.children if c.dep_ in ("nsubj", "nsubjpass")]
+        obj = [c.text for c in token.children if c.dep_ == "dobj"]
+        if subj or obj:
+            out.append(" ".join(subj + [token.text] + obj))
+    return out
+
+
+MOTION_VERSION = "motion@1"
+
+
+def motion_records(item):
+    """Motion phrases of every caption and summary description of one video (a new list; texts unchanged)."""
+    from hivau.schemas.records import Generator, MotionPhraseRecord
+    from hivau.tasks.nlp import model_id
+
+    generator = Generator(backend="spacy", model=model_id(), prompt_version=MOTION_VERSION)
+    sources = [(c.item_id, c.level, "caption", c.text, c.provenance) for c in item.captions]
+    sources += [(s.item_id, s.level, "description" if s.description else "summary", s.description or s.text,
+                 s.provenance) for s in item.summaries]
+    records = []
+    for item_id, level, source, text, provenance in sources:
+        if not text.strip() or provenance == "rejected":
+            continue
+        for phrase in motion_phrases(text):
+            records.append(MotionPhraseRecord(item_id=item_id, level=level, video_id=item.video_id, source=source,
+                                              text=phrase.text, verb=phrase.lemma, subjects=phrase.subjects,
+                                              objects=phrase.objects, preps=phrase.preps,
+                                              text_provenance=provenance, generator=generator))
+    return records

@@ -1,0 +1,196 @@
+"""A small OpenAI-compatible chat-completions server on 127.0.0.1, scripted per test (and per benchmark).
+
+Requests are answered from `script` first (one action each, in order), then by `responder`, which
+writes a valid answer for the requested schema from what the prompt says, so that a test can check
+that each answer landed on the item it was asked about.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+
+@dataclass
+class Reply:
+    content: str
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Status:
+    code: int
+    retry_after: Optional[str] = None
+    message: str = "scripted error"
+
+
+@dataclass
+class MalformedBody:
+    body: bytes = b'{"id": "x", "choices": [{"message": {"content": "{\\"summ'
+
+
+@dataclass
+class Hang:
+    seconds: float = 30.0
+
+
+@dataclass
+class Delay:
+    seconds: float
+    then: object = None  # the action after the delay; None: the responder's answer
+
+
+@dataclass
+class Served:
+    path: str
+    body: dict
+    headers: dict
+    action: str
+    t: float = field(default_factory=time.monotonic)
+
+
+def _user_text(body: dict) -> str:
+    parts = []
+    for message in body.get("messages", []):
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [c.get("text", "") for c in content if c.get("type") == "text"]
+    return "\n".join(parts)
+
+
+def schema_name(body: dict) -> str:
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        return fmt["json_schema"]["name"]
+    system = next((m["content"] for m in body.get("messages", []) if m.get("role") == "system"), "")
+    titles = re.findall(r'"title": "(\w+Out)"', system)
+    return titles[-1] if titles else ""
+
+
+def grounded_answer(body: dict) -> dict:
+    """A valid answer for the request's schema, built from the prompt's own first caption and times."""
+    text = _user_text(body)
+    times = re.search(r"from ([\d.]+) s to ([\d.]+) s", text)
+    when = f"from {times.group(1)} s to {times.group(2)} s" if times else "throughout"
+    first = next((line[2:].strip() for line in text.splitlines() if line.startswith("- ")), "the scene")
+    anomalous = "labelled as an anomaly" in text or "labelled as anomalous" in text
+    name = schema_name(body)
+    if name == "CaptionOut":
+        n_images = sum(1 for m in body["messages"] if isinstance(m.get("content"), list)
+                       for c in m["content"] if c.get("type") == "image_url")
+        return {"caption": f"A scene seen in {n_images} frames {when}."}
+    if name == "SummaryOut":
+        judgement = ("An anomaly occurs " if anomalous else "No anomaly occurs ") + when + "."
+        return {"summary": f"{judgement} It begins with: {first}", "judgement": judgement,
+                "description": f"It begins with: {first}",
+                "analysis": f"This is abnormal because {first}" if anomalous else None}
+    if name == "QAOut":
+        kinds = ["what", "who", "where", "when", "how", "how_much", "why"]
+        answers = {k: f"{k}: {first}" for k in kinds} | {"when": f"It happens {when}."}
+        return {"pairs": [{"qa_type": k, "question": f"{k.replace('_', ' ').title()}?", "answer": answers[k]}
+                          for k in kinds]}
+    raise ValueError(f"no grounded answer for schema {name!r}")
+
+
+class FakeOpenAI:
+    def __init__(self, responder: Callable[[dict], object] = lambda body: Reply(json.dumps(grounded_answer(body))),
+                 latency_s: float = 0.0):
+        self.responder = responder
+        self.latency_s = latency_s
+        self.script: deque = deque()
+        self.served: list[Served] = []
+        self._lock = threading.Lock()
+        self._httpd: Optional[ThreadingHTTPServer] = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> "FakeOpenAI":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                server._handle(self, body)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._httpd.request_queue_size = 128
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    @property
+    def completions(self) -> list[Served]:
+        return [s for s in self.served if s.path.endswith("/chat/completions")]
+
+    # ------------------------------------------------------------------ answering
+    def _next_action(self, body: dict):
+        with self._lock:
+            if self.script:
+                return self.script.popleft()
+        return self.responder(body)
+
+    def _handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        action = self._next_action(body)
+        with self._lock:
+            self.served.append(Served(handler.path, body, dict(handler.headers), type(action).__name__))
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        while isinstance(action, Delay):
+            time.sleep(action.seconds)
+            action = action.then if action.then is not None else self.responder(body)
+        if isinstance(action, Hang):
+            time.sleep(action.seconds)  # the client gives up first; then drop the connection
+            handler.close_connection = True
+            return
+        if isinstance(action, Status):
+            headers = {"retry-after": action.retry_after} if action.retry_after else {}
+            payload = {"error": {"message": action.message, "type": "scripted", "code": action.code}}
+            self._send(handler, action.code, json.dumps(payload).encode(), headers)
+            return
+        if isinstance(action, MalformedBody):
+            self._send(handler, 200, action.body)
+            return
+        reply: Reply = action
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
+        payload = {
+            "id": f"chatcmpl-{len(self.served)}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [{"index": 0, "finish_reason": reply.finish_reason,
+                         "message": {"role": "assistant", "content": reply.content}}],
+            "usage": {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(reply.content) // 4,
+                      "total_tokens": prompt_chars // 4 + len(reply.content) // 4},
+        }
+        self._send(handler, 200, json.dumps(payload).encode())
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, code: int, data: bytes, headers: Optional[dict] = None) -> None:
+        handler.send_response(code)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(data)))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        handler.wfile.write(data)
