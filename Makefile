@@ -15,6 +15,7 @@ stop:
 
 bench: bootstrap
 	.venv/bin/python benchmarks/bench_cut.py
+	.venv/bin/python benchmarks/bench_rollup.py
 
 clean: stop
 	rm -rf .state

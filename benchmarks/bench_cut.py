@@ -18,6 +18,9 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import write_section  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
 
@@ -101,7 +104,6 @@ def main() -> None:
 def write_report(rows: list[dict], source_s: int, quick: bool) -> None:
     cpu = psutil.cpu_count()
     lines = [
-        "# Benchmarks", "",
         "## Cutting events and clips (`benchmarks/bench_cut.py`)", "",
         f"Source: {source_s} s of 1280x720 H.264 at 30 fps (testsrc2, keyframe every 250 frames); segments start at "
         f"13.3 s (off-keyframe). Machine: {cpu} cores. Each cut runs alone in a fresh process; peak memory is the "
@@ -128,7 +130,7 @@ def write_report(rows: list[dict], source_s: int, quick: bool) -> None:
     lines += ["", f"Baseline memory grows with the segment: about {sum(per_s) / len(per_s):.0f} MB per second of "
               f"720p video, so the {rows[-1]['length_s']} s segment would need about "
               f"{rows[-1]['length_s'] * per_s[-1] / 1024:.0f} GB; hivau's cutter streams with ffmpeg and stays flat.", ""]
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    write_section("cut", "\n".join(lines))
     print("\n".join(lines))
 
 

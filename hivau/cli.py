@@ -95,12 +95,37 @@ def summary(workspace: Path = typer.Option(..., "--workspace")):
     _print_summary(json.loads(path.read_text()))
     import pyarrow.parquet as pq
 
+    _print_sample(workspace)
     quarantine = pq.read_table(workspace / "manifests" / "quarantine.parquet").to_pylist()
     if quarantine:
         table = Table("item", "level", "reason", "detail", title="quarantine")
         for q in quarantine:
             table.add_row(q["item_id"], q["level"], q["reason"], q["detail"][:90])
         console.print(table)
+
+
+def _print_sample(workspace: Path) -> None:
+    """One drafted event summary with its split, its 5W2H pairs and motion phrases: what the run wrote."""
+    import pyarrow.parquet as pq
+
+    manifests = workspace / "manifests"
+    if not (manifests / "qa.parquet").is_file():
+        return
+    summaries = [s for s in pq.read_table(manifests / "summaries.parquet").to_pylist()
+                 if s["level"] == "event" and s["analysis"]]
+    if not summaries:
+        return
+    s = summaries[0]
+    gen = s["generator"]
+    console.print(f"\n[bold]{s['item_id']}[/bold] event summary ({gen['backend']}, {gen['model']}, {gen['prompt_version']})")
+    for field in ("judgement", "description", "analysis"):
+        console.print(f"  [cyan]{field}[/cyan]: {s[field]}")
+    for q in pq.read_table(manifests / "qa.parquet").to_pylist():
+        if q["item_id"] == s["item_id"]:
+            console.print(f"  [magenta]{q['qa_type']}[/magenta] {q['question']} -> {q['answer']}")
+    phrases = [m["text"] for m in pq.read_table(manifests / "motion_phrases.parquet").to_pylist()
+               if m["item_id"] == s["item_id"]]
+    console.print(f"  [green]motion phrases[/green]: {'; '.join(phrases)}\n")
 
 
 def _print_summary(summary: dict) -> None:

@@ -13,7 +13,7 @@ from hivau.tasks.nlp import english, model_id
 from hivau.tasks.rollup import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
 
 VERSION = "extractive@1"
-PLACE_PREPS = {"in", "on", "at", "near", "along", "across", "into", "onto", "through", "inside", "outside",
+PLACE_PREPS = {"from", "in", "on", "at", "near", "along", "across", "into", "onto", "through", "inside", "outside",
                "behind", "beside", "under", "over", "toward", "towards", "past", "around", "between"}
 PERSON_WORDS = {"man", "woman", "person", "people", "men", "women", "boy", "girl", "child", "children", "guard",
                 "officer", "police", "driver", "pedestrian", "crowd", "he", "she", "they", "someone", "customer",

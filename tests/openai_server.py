@@ -122,6 +122,10 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
+            def do_GET(self):  # /stats: what was served, for a client in another process
+                data = json.dumps({"completions": len(server.completions)}).encode()
+                server._send(self, 200, data)
+
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -155,7 +159,7 @@ class FakeOpenAI:
     def _handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
         action = self._next_action(body)
         with self._lock:
-            self.served.append(Served(handler.path, body, dict(handler.headers), type(action).__name__))
+            self.served.append(Served(handler.path, body, {k.lower(): v for k, v in handler.headers.items()}, type(action).__name__))
         if self.latency_s:
             time.sleep(self.latency_s)
         while isinstance(action, Delay):
@@ -194,3 +198,14 @@ class FakeOpenAI:
             handler.send_header(k, v)
         handler.end_headers()
         handler.wfile.write(data)
+
+
+if __name__ == "__main__":  # a standalone server for benchmarks: prints its base URL, serves until killed
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    with FakeOpenAI(latency_s=args.latency) as srv:
+        print(srv.base_url, flush=True)
+        threading.Event().wait()

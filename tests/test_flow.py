@@ -58,7 +58,12 @@ def test_messy_batch_quarantines_each_fault_and_builds_the_rest(prefect_api, mes
     assert summary["entries"] == 10
     assert summary["videos_processed"] + summary["videos_quarantined"] == summary["entries"]
     assert summary["videos_processed"] == 4
-    quarantine = {(q["item_id"], q["reason"]) for q in pq.read_table(tmp_path / "ws/manifests/quarantine.parquet").to_pylist()}
+    records = pq.read_table(tmp_path / "ws/manifests/quarantine.parquet").to_pylist()
+    text_stages = {"caption", "summarize", "qa"}
+    quarantine = {(q["item_id"], q["reason"]) for q in records if q["stage"] not in text_stages}
+    # clips without a caption in the annotations (odd_rate's even split, good_normal's samples) are listed too
+    assert {(q["item_id"], q["reason"]) for q in records if q["stage"] == "caption"} >= {
+        ("odd_rate_E0C0", reasons.CAPTION_MISSING), ("good_normal_E0C0", reasons.CAPTION_MISSING)}
     assert quarantine == {
         ("zero", reasons.VIDEO_EMPTY), ("garbage", reasons.VIDEO_UNREADABLE),
         ("audio_only", reasons.VIDEO_NO_VIDEO_STREAM), ("truncated", reasons.VIDEO_TRUNCATED),
@@ -117,5 +122,13 @@ def test_demo_data_through_the_cli(prefect_server, demo_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "ws/manifests/summary.json").read_text())
     assert summary["entries"] == 9 and summary["videos_processed"] == 8
-    assert summary["quarantined_by_reason"] == {reasons.VIDEO_TRUNCATED: 1, reasons.TIME_PAST_END: 1}
+    assert {k: summary["quarantined_by_reason"][k] for k in (reasons.VIDEO_TRUNCATED, reasons.TIME_PAST_END)} == \
+        {reasons.VIDEO_TRUNCATED: 1, reasons.TIME_PAST_END: 1}
     assert "videos_processed" in out.stdout
+    # no LLM configured: the offline extractive backend drafts every summary and QA pair, and says so
+    assert "roll-up backend: extractive" in out.stdout + out.stderr
+    assert summary["summaries"] == 13 and summary["qa_pairs"] == 13 * 7 and summary["motion_phrases"] > 0
+    assert summary["texts_by_generator"] == {"caption:human": 14, "summary:extractive": 13, "qapair:extractive": 91}
+    # demo_normal_001 is unannotated: its sampled clips have no caption, so nothing is drafted for it
+    assert summary["quarantined_by_reason"][reasons.CAPTION_MISSING] == 6
+    assert summary["quarantined_by_reason"][reasons.NO_INPUT_TEXT] == 8

@@ -49,8 +49,8 @@ def test_valid_rollup_lands_on_the_right_items(server, tmp_path, monkeypatch):
         assert s.provenance == "auto_draft"
         assert (s.generator.backend, s.generator.model, s.generator.prompt_version) == \
                ("openai", "test-model", "event_summary@1")
-        # the server quotes the first caption of the prompt it was sent: this event's, not another's
-        assert f"in {event.event_id}C0" in s.description and s.analysis
+        # the server quotes the first timed caption of the prompt it was sent: this event's, not another's
+        assert f"[{event.start_s:.1f}-{event.start_s + 4:.1f} s]" in s.description and s.analysis
     assert by_id["vidA"].generator.prompt_version == "video_summary@1"
     normal = {s.item_id: s for s in n.summaries}
     assert normal["vidN_E0"].analysis is None and normal["vidN"].analysis is None
@@ -68,7 +68,7 @@ def test_valid_rollup_lands_on_the_right_items(server, tmp_path, monkeypatch):
 
 
 def test_rerun_answers_from_cache_without_requests(server, tmp_path):
-    items = [cut_item(f"v{i}") for i in range(3)]
+    items = [cut_item(f"v{i}", offset_s=i) for i in range(3)]
     first = roll(items, server, tmp_path)
     sent = len(server.completions)
     assert sent == first.usage.requests == 3 * 6
@@ -128,14 +128,14 @@ def test_one_fault_is_recovered(server, tmp_path, fault):
 def test_persistent_fault_is_recorded_and_the_run_goes_on(tmp_path, fault, reason, tries):
     """The first event's summary request always fails; everything else still gets done."""
     def responder(body):
-        if body["messages"][1]["content"].count("vidP_E0C0") and "SummaryOut" == body["response_format"]["json_schema"]["name"]:
+        if "[6.0-10.0 s]" in body["messages"][1]["content"] and "SummaryOut" == body["response_format"]["json_schema"]["name"]:
             return fault
         return Reply(json.dumps(grounded_answer(body)))
 
     with FakeOpenAI(responder=responder) as srv:
-        run = roll([cut_item("vidP", n_events=2), cut_item("vidOK")], srv, tmp_path, max_attempts=3,
+        run = roll([cut_item("vidP", n_events=2, offset_s=1.0), cut_item("vidOK")], srv, tmp_path, max_attempts=3,
                    invalid_retries=1, timeout_s=1.0)
-        bad_requests = [s for s in srv.completions if "vidP_E0C0" in s.body["messages"][1]["content"]
+        bad_requests = [s for s in srv.completions if "[6.0-10.0 s]" in s.body["messages"][1]["content"]
                         and s.body["response_format"]["json_schema"]["name"] == "SummaryOut"]
     vid_p, vid_ok = run.items
     [failure] = failures(vid_p)
@@ -175,7 +175,7 @@ def test_concurrency_cap_is_respected(tmp_path):
                     inflight[0] -= 1
 
         srv.responder = counting
-        roll([cut_item(f"c{i}") for i in range(4)], srv, tmp_path, concurrency=3)
+        roll([cut_item(f"c{i}", offset_s=i) for i in range(4)], srv, tmp_path, concurrency=3)
     assert peak[0] <= 3 and len(srv.completions) == 24
 
 
