@@ -341,8 +341,9 @@ class LLMClient:
             except InvalidOutput as exc:
                 parsed, bad = None, exc
             if parsed is not None:
-                self.cache.put(key, {"output": parsed.model_dump(mode="json"), "model": self.endpoint.model,
-                                     "prompt": prompt_tag})
+                # in a thread: the write fsyncs, and the event loop must keep the other requests moving
+                await asyncio.to_thread(self.cache.put, key, {"output": parsed.model_dump(mode="json"),
+                                                              "model": self.endpoint.model, "prompt": prompt_tag})
                 return parsed
             if invalid_left == 0:
                 raise LLMError(bad.reason, bad.detail)

@@ -102,6 +102,11 @@ def grounded_answer(body: dict) -> dict:
     raise ValueError(f"no grounded answer for schema {name!r}")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the listen backlog: many clients connect at once (the default 5 refuses some)
+
+
 class FakeOpenAI:
     def __init__(self, responder: Callable[[dict], object] = lambda body: Reply(json.dumps(grounded_answer(body))),
                  latency_s: float = 0.0):
@@ -118,6 +123,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes: Nagle would hold the body ~40 ms
 
             def log_message(self, *args):  # keep test output quiet
                 pass
@@ -131,9 +137,7 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 server._handle(self, body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 128
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
 
