@@ -6,9 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Optional, Protocol, Union
 
 import numpy as np
@@ -22,7 +20,6 @@ from hivau.tasks.frames import sample_frames
 from hivau.tasks.llm import LLMClient, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint
 from hivau.workspace import Workspace, atomic_write_json
 
-log = logging.getLogger("hivau.caption")
 
 
 class CaptionSettings(BaseModel):

@@ -285,9 +285,7 @@ class LLMClient:
         try:
             parsed = output.model_validate(extract_json(content))
             return check(parsed) if check else parsed
-        except (ValidationError, ValueError) as exc:
-            if isinstance(exc, InvalidOutput):
-                raise
+        except (ValidationError, ValueError) as exc:  # the schema, or a content rule of `check`
             raise InvalidOutput(reasons.LLM_INVALID_OUTPUT, f"answer does not fit {output.__name__}: "
                                                             f"{str(exc).splitlines()[0][:200]}") from None
 

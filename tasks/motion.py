@@ -78,30 +78,24 @@ def phrase_for(verb) -> MotionPhrase:
     return phrase
 
 
+def _verbs(text: str) -> list:
+    return [token for token in english()(text) if token.pos_ == "VERB"]
+
+
 def motion_phrases(text: str) -> list[MotionPhrase]:
-    """Every verb with a subject or an object, in text order."""
-    doc = english()(text)
-    phrases = []
-    for token in doc:
-        if token.pos_ != "VERB":
-            continue
-        phrase = phrase_for(token)
-        if phrase.subjects or phrase.objects or phrase.preps:
-            phrases.append(phrase)
-    return phrases
+    """Every verb with a subject, an object or a prepositional object, in text order."""
+    phrases = [phrase_for(verb) for verb in _verbs(text)]
+    return [p for p in phrases if p.subjects or p.objects or p.preps]
 
 
 def hawk_baseline_phrases(text: str) -> list[str]:
     """HAWK's released rule (direct nsubj/nsubjpass and dobj children only), kept for comparison."""
-    doc = english()(text)
     out = []
-    for token in doc:
-        if token.pos_ != "VERB":
-            continue
-        subj = [c.text for c in token.children if c.dep_ in ("nsubj", "nsubjpass")]
-        obj = [c.text for c in token.children if c.dep_ == "dobj"]
+    for verb in _verbs(text):
+        subj = [c.text for c in verb.children if c.dep_ in ("nsubj", "nsubjpass")]
+        obj = [c.text for c in verb.children if c.dep_ == "dobj"]
         if subj or obj:
-            out.append(" ".join(subj + [token.text] + obj))
+            out.append(" ".join(subj + [verb.text] + obj))
     return out
 
 

@@ -4,7 +4,6 @@ server over HTTP, and the annotations' own captions."""
 from __future__ import annotations
 
 import base64
-import json
 
 import cv2
 import numpy as np

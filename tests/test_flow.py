@@ -1,10 +1,8 @@
 """build-hivau end to end on a real Prefect server: every bad input quarantined, the rest built, re-runs resume."""
 
 import json
-import math
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from hivau.schemas import reasons
-from hivau.tasks.llm import Endpoint, LLMClient, LLMSettings, ResponseCache, Usage, extract_json, strict_schema
-from hivau.tasks.rollup import LLMBackend, RollupSettings, SummaryOut, rollup_item, run_rollup
-from pydantic import SecretStr
+from hivau.tasks.llm import LLMSettings, extract_json, strict_schema
+from hivau.tasks.rollup import RollupSettings, SummaryOut, run_rollup
 
-from openai_server import Delay, FakeOpenAI, Hang, MalformedBody, Reply, Status, grounded_answer
+from openai_server import FakeOpenAI, Hang, MalformedBody, Reply, Status, grounded_answer
 from rollup_items import cut_item
 
 FAST = dict(backoff_s=0.05, backoff_max_s=0.2, timeout_s=5.0)

@@ -1,7 +1,6 @@
 """Probe, cut and frame sampling on real files (fixtures and videos made here with real ffmpeg)."""
 
 import os
-import subprocess
 
 import pytest
 
