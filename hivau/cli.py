@@ -98,9 +98,9 @@ def summary(workspace: Path = typer.Option(..., "--workspace")):
     _print_sample(workspace)
     quarantine = pq.read_table(workspace / "manifests" / "quarantine.parquet").to_pylist()
     if quarantine:
-        table = Table("item", "level", "reason", "detail", title="quarantine")
+        table = Table("item", "level", "stage", "reason", "detail", title="quarantine")
         for q in quarantine:
-            table.add_row(q["item_id"], q["level"], q["reason"], q["detail"][:90])
+            table.add_row(q["item_id"], q["level"], q["stage"], q["reason"], q["detail"][:90])
         console.print(table)
 
 

@@ -47,9 +47,9 @@ echo "[run] prefect deployment run build-hivau/local"
 cat <<MSG
 
 Outputs
-  manifests (parquet): $STATE/workspace/manifests/{videos,events,clips,captions,summaries,quarantine}.parquet
+  manifests (parquet): $STATE/workspace/manifests/{videos,events,clips,captions,summaries,qa,motion_phrases,quarantine}.parquet
   quarantine report:   $STATE/workspace/manifests/quarantine.md
   cut media:           $STATE/workspace/media/{events,clips}/
-  Prefect UI:          http://127.0.0.1:$PORT   (artifacts: build-hivau-summary, build-hivau-progress)
+  Prefect UI:          http://127.0.0.1:$PORT   (artifacts: build-hivau-summary, build-hivau-progress, build-hivau-llm-usage)
 Stop the server and the deployment runner with: make stop
 MSG
