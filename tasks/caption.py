@@ -198,15 +198,8 @@ def make_captioner(settings: CaptionSettings, ws: Workspace, usage: Optional[Usa
 
 def _clip_frames(ws: Workspace, clip, settings: CaptionSettings) -> ClipFrames:
     """Frames of the cut clip file, with times moved back onto the source video's clock."""
-    path = str(ws.root / clip.media_path)
-    import decord
-
-    reader = decord.VideoReader(path, num_threads=1)
-    h, w = reader[0].shape[:2]
-    del reader
-    scale = settings.frame_short_side / min(h, w)
-    width, height = (int(round(w * scale / 2) * 2), int(round(h * scale / 2) * 2)) if scale < 1 else (-1, -1)
-    sampled = sample_frames(path, n=settings.frames_per_clip, width=width, height=height)
+    sampled = sample_frames(str(ws.root / clip.media_path), n=settings.frames_per_clip,
+                            short_side=settings.frame_short_side)
     offset = clip.cut_start_s if clip.cut_start_s is not None else clip.start_s
     return ClipFrames(clip.clip_id, clip.start_s, clip.end_s, sampled.frames,
                       [round(offset + t, 3) for t in sampled.times_s])
@@ -243,10 +236,11 @@ def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],
     pending, keys = [], {}
     for clip in todo:
         keys[clip.clip_id] = key = _cache_key(captioner, ws, clip, settings)
-        state = ws.state / "captions" / f"{clip.clip_id}.json"
-        if state.is_file() and json.loads(state.read_text()).get("key") == key:
+        state_path = ws.state / "captions" / f"{clip.clip_id}.json"
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        if state.get("key") == key:
             item.captions = [c for c in item.captions if c.item_id != clip.clip_id]
-            item.captions.append(Caption.model_validate(json.loads(state.read_text())["caption"]))
+            item.captions.append(Caption.model_validate(state["caption"]))
             continue
         try:
             pending.append(_clip_frames(ws, clip, settings))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hivau.schemas.records import Generator
 from hivau.tasks.motion import motion_phrases, noun_core
-from hivau.tasks.nlp import english, model_id
+from hivau.tasks.nlp import model_id, parse
 from hivau.tasks.rollup import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
 
 VERSION = "extractive@1"
@@ -32,7 +32,7 @@ def _sentences(ctx: TextContext) -> list[str]:
     """The texts' sentences in time order, exact repeats dropped."""
     seen, out = set(), []
     for text in _texts(ctx):
-        for sent in english()(text).sents:
+        for sent in parse(text).sents:
             clean = sent.text.strip()
             if clean and clean.lower() not in seen:
                 seen.add(clean.lower())
@@ -99,7 +99,7 @@ class ExtractiveBackend:
                                                        description=description, analysis=analysis))
 
     def qa_now(self, ctx: TextContext) -> QAOut:
-        docs = [english()(text) for text in _texts(ctx)]
+        docs = [parse(text) for text in _texts(ctx)]
         phrases = _phrases(ctx)
         subject_chunks, places, counts = [], [], []
         for doc in docs:

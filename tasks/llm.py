@@ -14,6 +14,7 @@ import re
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, TypeVar
 
@@ -96,12 +97,6 @@ class Usage:
     completion_tokens: int = 0
     by_prompt: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: "Usage") -> None:
-        for name in ("requests", "cache_hits", "retries", "failed_items", "prompt_tokens", "completion_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for k, v in other.by_prompt.items():
-            self.by_prompt[k] = self.by_prompt.get(k, 0) + v
-
     def cost_usd(self, settings: LLMSettings) -> float:
         return (self.prompt_tokens * settings.usd_per_1m_input_tokens
                 + self.completion_tokens * settings.usd_per_1m_output_tokens) / 1e6
@@ -157,8 +152,12 @@ class InvalidOutput(Exception):
         self.reason, self.detail = reason, detail
 
 
+@lru_cache(maxsize=None)
 def strict_schema(model: type[BaseModel]) -> dict:
-    """The model's JSON schema in the form strict structured output wants: closed objects, all keys required."""
+    """The model's JSON schema in the form strict structured output wants: closed objects, all keys required.
+
+    Built once per model (read-only afterwards): every request of a run sends the same one.
+    """
     schema = copy.deepcopy(model.model_json_schema())
 
     def close(node: Any) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hivau.tasks.nlp import english
+from hivau.schemas.records import Generator, MotionPhraseRecord
+from hivau.tasks.nlp import model_id, parse
 
 SUBJECT_DEPS = {"nsubj", "nsubjpass", "csubj", "csubjpass", "expl"}
 OBJECT_DEPS = {"dobj", "obj", "dative", "attr", "oprd"}
@@ -79,7 +80,7 @@ def phrase_for(verb) -> MotionPhrase:
 
 
 def _verbs(text: str) -> list:
-    return [token for token in english()(text) if token.pos_ == "VERB"]
+    return [token for token in parse(text) if token.pos_ == "VERB"]
 
 
 def motion_phrases(text: str) -> list[MotionPhrase]:
@@ -102,11 +103,8 @@ def hawk_baseline_phrases(text: str) -> list[str]:
 MOTION_VERSION = "motion@1"
 
 
-def motion_records(item):
+def motion_records(item) -> list[MotionPhraseRecord]:
     """Motion phrases of every caption and summary description of one video (a new list; texts unchanged)."""
-    from hivau.schemas.records import Generator, MotionPhraseRecord
-    from hivau.tasks.nlp import model_id
-
     generator = Generator(backend="spacy", model=model_id(), prompt_version=MOTION_VERSION)
     sources = [(c.item_id, c.level, "caption", c.text, c.provenance) for c in item.captions]
     sources += [(s.item_id, s.level, "description" if s.description else "summary", s.description or s.text,

@@ -28,6 +28,12 @@ def english():
         return _load()
 
 
+@lru_cache(maxsize=8192)
+def parse(text: str):
+    """The parsed Doc of a text, kept: summaries, QA and motion phrases all read the same captions."""
+    return english()(text)
+
+
 def model_id() -> str:
     """`spacy/en_core_web_sm-3.8.0`: what every extractive row records as its model."""
     meta = english().meta

@@ -188,15 +188,14 @@ def _summary(ctx: TextContext, out: SummaryOut, generator: Generator) -> Summary
                    provenance="auto_draft", generator=generator)
 
 
-async def _attempt(coro, item: VideoItem, ctx: TextContext, stage: str, failures: list):
-    """Await one backend call; a failure becomes a reasoned record and None, never a placeholder text."""
+async def _attempt(call, item: VideoItem, ctx: TextContext, stage: str, failures: list):
+    """`await call(ctx)`; a failure becomes a reasoned record and None, never a placeholder text."""
     if not ctx.lines:
         failures.append(_failure(item, ctx.item_id, ctx.level, stage, reasons.NO_INPUT_TEXT,
                                  f"no {'clip captions' if ctx.level == 'event' else 'event summaries'} to work from"))
-        coro.close()
         return None
     try:
-        return await coro
+        return await call(ctx)
     except LLMError as exc:
         failures.append(_failure(item, ctx.item_id, ctx.level, stage, exc.reason, exc.detail))
         return None
@@ -217,13 +216,13 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     async def summarize(ctx: TextContext) -> Optional[Summary]:
         if ctx.item_id in keep:
             return keep[ctx.item_id]
-        out = await _attempt(backend.summarize(ctx), item, ctx, "summarize", failures)
+        out = await _attempt(backend.summarize, item, ctx, "summarize", failures)
         return _summary(ctx, out, backend.generator(f"{ctx.level}_summary")) if out else None
 
     async def ask(ctx: TextContext) -> list[QAPair]:
         if ctx.level not in settings.qa_levels:
             return []
-        out = await _attempt(backend.qa(ctx), item, ctx, "qa", failures)
+        out = await _attempt(backend.qa, item, ctx, "qa", failures)
         generator = backend.generator("qa_5w2h")
         return [QAPair(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, qa_type=p.qa_type,
                        question=p.question.strip(), answer=p.answer.strip(), provenance="auto_draft",
@@ -235,7 +234,8 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     video_summary, video_qa = await asyncio.gather(summarize(video), ask(video))
 
     summaries = [s for s in [*event_summaries.values(), video_summary] if s is not None]
-    item.summaries = summaries + [s for s in item.summaries if s.item_id not in {x.item_id for x in summaries}]
+    drafted = {s.item_id for s in summaries}
+    item.summaries = summaries + [s for s in item.summaries if s.item_id not in drafted]
     item.qa = [p for pairs in event_results[len(events):] for p in pairs] + video_qa
     item.quarantine = [q for q in item.quarantine if q.stage not in ("summarize", "qa")] + failures
     return item
