@@ -11,6 +11,7 @@ from prefect.futures import as_completed
 from prefect.runtime import task_run
 from pydantic import Field
 
+from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
@@ -20,8 +21,9 @@ from hivau.tasks.cut import CutSettings
 from hivau.tasks.decouple import PlanSettings, plan_video
 from hivau.tasks.ingest import IngestReport, load_annotations
 from hivau.tasks.motion import motion_records
+from hivau.tasks.review import ReviewSettings
 from hivau.tasks.rollup import RollupSettings, run_rollup
-from hivau.tasks.stages import RunSummary, cut_item, probe_item, write_manifests
+from hivau.tasks.stages import RunSummary, apply_reviewed_boundaries, cut_item, probe_item, write_manifests
 from hivau.workspace import Workspace, atomic_write_json
 
 TaskRunnerKind = Literal["threads", "dask"]
@@ -40,8 +42,10 @@ def probe_source(item: VideoItem) -> VideoItem:
 
 
 @task(cache_policy=NO_CACHE)
-def plan_segments(item: VideoItem, settings: PlanSettings) -> VideoItem:
-    return item if item.status == "quarantined" else plan_video(item, settings)
+def plan_segments(item: VideoItem, settings: PlanSettings, workspace: str) -> VideoItem:
+    if item.status == "quarantined":
+        return item
+    return apply_reviewed_boundaries(plan_video(item, settings), Workspace.at(workspace))
 
 
 @task(retries=CUT_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -130,7 +134,7 @@ def process_videos(items: list[VideoItem], workspace: str, cut_mode: CutMode, pl
     """Probe, plan and cut every video concurrently on the task runner, reporting progress as videos finish."""
     logger = get_run_logger()
     probed = probe_source.map(items)
-    planned = plan_segments.map(probed, unmapped(plan))
+    planned = plan_segments.map(probed, unmapped(plan), unmapped(workspace))
     cuts = cut_segments.map(planned, unmapped(workspace), unmapped(cut_mode), unmapped(cut))
     artifact = create_progress_artifact(0.0, key="build-hivau-progress", description="videos probed, planned and cut")
     index = {id(f): i for i, f in enumerate(cuts)}
@@ -160,6 +164,7 @@ def build_hivau(
     cut: CutSettings = CutSettings(),
     captioner: CaptionSettings = CaptionSettings(),
     rollup: RollupSettings = RollupSettings(),
+    review: ReviewSettings = ReviewSettings(),
     task_runner: TaskRunnerKind = "threads",
     max_workers: Annotated[int, Field(ge=1)] = 4,
 ) -> dict:
@@ -174,6 +179,9 @@ def build_hivau(
     items = extract_motion_phrases(items)
     summary = write_run_manifests(workspace, report, items)
     create_table_artifact(summary.rows(), key="build-hivau-summary", description=f"build-hivau run on {workspace}")
+    if review.should_push():
+        pushed = push_for_review(workspace, review)
+        print(f"review: drafts waiting in Label Studio at {pushed.url} (projects {pushed.projects})")
     print(f"done: {summary.videos_processed} videos processed, {summary.videos_quarantined} quarantined, "
           f"{summary.events} events, {summary.clips} clips, {summary.captions} captions, {summary.summaries} summaries, "
           f"{summary.qa_pairs} QA pairs, {summary.motion_phrases} motion phrases; manifests in {workspace}/manifests")

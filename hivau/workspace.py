@@ -78,17 +78,44 @@ class Workspace:
     def video_state(self, video_id: str) -> Path:
         return self.state / "videos" / f"{video_id}.json"
 
-    def manifest(self, table: str) -> Path:
-        return self.manifests / f"{table}.parquet"
+    @property
+    def drafts(self) -> Path:
+        """The build's own tables, before review: manifests/ holds them merged with the reviewers' work."""
+        return self.state / "drafts"
 
-    def write_table(self, table: str, records: list[BaseModel]) -> Path:
-        """Write one manifest table atomically, with the table's pyarrow schema even when empty."""
+    @property
+    def reviews(self) -> Path:
+        return self.state / "reviews"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    def review_media(self, event_id: str) -> Path:
+        return self.media / "review" / f"{event_id}.mp4"
+
+    def video_media(self, video_id: str) -> Path:
+        return self.media / "videos" / f"{video_id}.mp4"
+
+    def manifest(self, table: str, drafts: bool = False) -> Path:
+        return (self.drafts if drafts else self.manifests) / f"{table}.parquet"
+
+    def write_table(self, table: str, records: list[BaseModel], drafts: bool = False) -> Path:
+        """Write one table atomically, with the table's pyarrow schema even when empty."""
         model = TABLE_MODELS[table]
         arrow = to_arrow_table(records, model)
-        path = self.manifest(table)
+        path = self.manifest(table, drafts)
         with atomic_target(path) as tmp:
             pq.write_table(arrow, tmp)
         return path
 
-    def read_table(self, table: str):
-        return pq.read_table(self.manifest(table))
+    def read_table(self, table: str, drafts: bool = False):
+        return pq.read_table(self.manifest(table, drafts))
+
+    def read_records(self, table: str, drafts: bool = False) -> list:
+        """A table as its record models (empty when the table was never written)."""
+        path = self.manifest(table, drafts)
+        if not path.is_file():
+            return []
+        model = TABLE_MODELS[table]
+        return [model.model_validate(row) for row in pq.read_table(path).to_pylist()]

@@ -21,7 +21,7 @@ QuarantineLevel = Literal["entry", "video", "event", "clip", "span"]
 __all__ = [
     "SCHEMA_VERSION", "Level", "InstructionTask", "QAType", "Provenance", "CutMode", "AnnotationFormat",
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
-    "MotionPhraseRecord", "InstructionRow", "arrow_schema", "to_arrow_table", "TABLE_MODELS",
+    "MotionPhraseRecord", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table", "TABLE_MODELS",
 ]
 
 
@@ -80,6 +80,8 @@ class Segment(Record):
     labels: list[str] = Field(default_factory=list)
     is_anomaly: bool = False
     notes: list[str] = Field(default_factory=list)
+    # None until a reviewer touches the segment; `boundaries_corrected` once its times were moved in review
+    provenance: Optional[Provenance] = None
 
 
 class Event(Segment):
@@ -158,10 +160,41 @@ class MotionPhraseRecord(Record):
     generator: Generator
 
 
+class ReviewedText(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str  # the review config's control name: caption, summary, judgement, ..., q_what, a_what
+    text: str
+
+
+class ReviewRecord(Record):
+    """The latest submitted Label Studio annotation of one item, as pulled (the human's exact words)."""
+
+    item_id: str
+    level: Level
+    video_id: str
+    project: str
+    task_id: int
+    annotation_id: int
+    verdict: Optional[Literal["accept", "reject"]] = None
+    texts: list[ReviewedText] = Field(default_factory=list)
+    # corrected event boundaries on the source video's clock, when the reviewer moved them
+    start_s: Optional[float] = None
+    end_s: Optional[float] = None
+    completed_by: Optional[int] = None
+    updated_at: str = ""
+    lead_time_s: Optional[float] = None
+
+    def text(self, name: str) -> Optional[str]:
+        """The reviewer's text for one control, or None when the annotation leaves it empty."""
+        return next((t.text for t in self.texts if t.name == name and t.text), None)
+
+
 class InstructionRow(Record):
     """One instruction-tuning row of a release."""
 
     id: str
+    item_id: str
+    split: Literal["train", "test"]
     level: Level
     task: InstructionTask
     qa_type: Optional[QAType] = None
@@ -186,6 +219,7 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "qa": QAPair,
     "motion_phrases": MotionPhraseRecord,
     "quarantine": QuarantineRecord,
+    "reviews": ReviewRecord,
     "instructions": InstructionRow,
 }
 

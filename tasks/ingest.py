@@ -348,6 +348,8 @@ def load_folder(videos_dir: str | Path) -> IngestReport:
 def load_annotations(fmt: AnnotationFormat, annotations: Optional[str | Path], videos_dir: Optional[str | Path],
                      labels: Optional[str | Path] = None) -> IngestReport:
     """Dispatch to the loader for `fmt`; a missing or unreadable annotation file is a clear error."""
+    # absolute paths, so that later stages (review media, releases) work from any working directory
+    videos_dir = Path(videos_dir).resolve() if videos_dir else None
     if fmt == "none":
         if not videos_dir or not Path(videos_dir).is_dir():
             raise ValueError(f"videos folder {videos_dir!r} does not exist")

@@ -118,18 +118,47 @@ class RunSummary(BaseModel):
         return rows
 
 
+def apply_reviewed_boundaries(item: VideoItem, ws: Workspace) -> VideoItem:
+    """Plan on the event boundaries reviewers corrected, so a re-run keeps their correction."""
+    from hivau.tasks.merge import reclip
+    from hivau.tasks.review import review_path
+
+    item = item.model_copy(deep=True)
+    events = []
+    for event in item.planned_events:
+        path = review_path(ws, "event", event.event_id)
+        if path.is_file():
+            from hivau.schemas.records import ReviewRecord
+
+            review = ReviewRecord.model_validate_json(path.read_text())
+            if review.start_s is not None:
+                event = event.model_copy(update={"start_s": review.start_s, "end_s": review.end_s,
+                                                 "provenance": "boundaries_corrected"})
+                own = [c for c in item.planned_clips if c.event_id == event.event_id]
+                kept, _ = reclip(own, review.start_s, review.end_s)
+                item.planned_clips = [c for c in item.planned_clips if c.event_id != event.event_id] + kept
+        events.append(event)
+    item.planned_events = events
+    return item
+
+
 def write_manifests(ws: Workspace, report: IngestReport, items: list[VideoItem]) -> RunSummary:
     """Write the manifest tables and the run summary for this run's items."""
     quarantine = list(report.quarantine) + [q for it in items for q in it.quarantine]
     good = [it for it in items if it.status != "quarantined"]
     ws.write_table("videos", [it.probe for it in good])
-    ws.write_table("events", [e for it in good for e in it.planned_events])
-    ws.write_table("clips", [c for it in good for c in it.planned_clips])
-    ws.write_table("captions", [c for it in good for c in it.captions])
-    ws.write_table("summaries", [s for it in good for s in it.summaries])
-    ws.write_table("qa", [p for it in good for p in it.qa])
+    drafted = {"events": [e for it in good for e in it.planned_events],
+               "clips": [c for it in good for c in it.planned_clips],
+               "captions": [c for it in good for c in it.captions],
+               "summaries": [s for it in good for s in it.summaries],
+               "qa": [p for it in good for p in it.qa]}
+    for table, rows in drafted.items():
+        ws.write_table(table, rows, drafts=True)  # the build's own words, kept apart from the reviewers'
     ws.write_table("motion_phrases", [m for it in good for m in it.motion_phrases])
     ws.write_table("quarantine", quarantine)
+    from hivau.tasks.merge import merge_workspace
+
+    merge_workspace(ws)  # manifests = drafts + any reviews already pulled: a re-run never drops human work
     summary = RunSummary(
         entries=report.n_entries, videos_processed=len(good),
         videos_quarantined=report.n_entries - len(good),

@@ -18,7 +18,7 @@ def test_arrow_schema_matches_model(table):
 
 
 def test_instruction_row_round_trips_through_parquet(tmp_path):
-    row = InstructionRow(id="v_E0_qa_when", level="event", task="qa", qa_type="when", media_path="media/events/v_E0.mp4",
+    row = InstructionRow(id="v_E0_qa_when", item_id="v_E0", split="train", level="event", task="qa", qa_type="when", media_path="media/events/v_E0.mp4",
                          source_video="v", start_s=1.5, end_s=4.0, labels=["Fighting"], is_anomaly=True,
                          prompt="When does the fight happen?", answer="Between 1.5 s and 4.0 s.",
                          provenance="auto_draft", generator=Generator(backend="openai", model="m", prompt_version="qa@1"))
@@ -31,7 +31,7 @@ def test_records_reject_unknown_values():
     with pytest.raises(ValueError):
         QuarantineRecord(item_id="x", level="frame", reason="r", detail="d", stage="probe")
     with pytest.raises(ValueError):
-        InstructionRow(id="x", level="clip", task="caption", media_path="m", source_video="v", start_s=0, end_s=1,
+        InstructionRow(id="x", item_id="x", split="train", level="clip", task="caption", media_path="m", source_video="v", start_s=0, end_s=1,
                        prompt="p", answer="a", provenance="guessed", generator=HUMAN)
 
 

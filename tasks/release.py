@@ -1,0 +1,362 @@
+"""Versioned, immutable releases: parquet instruction sets per split, HIVAU-70k JSONL, manifest and card.
+
+A release is built in a hidden folder and renamed into `releases/vNNNN` in one step; an existing release
+is never written again (its files are made read-only, and a name that exists is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from hivau.schemas.records import SCHEMA_VERSION, InstructionRow, to_arrow_table
+from hivau.tasks.review import REVIEWED, Tables
+from hivau.workspace import Workspace
+
+Split = Literal["train", "test"]
+DRAFT = "auto_draft"
+
+# Questions per level and task, in the spirit of HIVAU-70k's; one is drawn per row, deterministically.
+TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("clip", "caption"): (
+        "Describe the main subjects and their actions in the video.",
+        "Can you provide a brief description of the video?",
+        "What happens in this video clip?",
+        "Give a short and clear description of the video clip.",
+        "Describe what the people and objects in the video are doing.",
+    ),
+    ("event", "judgement"): (
+        "Is there an anomaly in this video? If so, what kind?",
+        "Point out the abnormal actions in the video.",
+        "What anomalies can be identified in the video?",
+        "Does anything unusual happen in this video?",
+    ),
+    ("event", "description"): (
+        "Give a description of the detected anomaly events in this video.",
+        "Describe what happens in this video.",
+        "Could you provide a summary of the events in this video?",
+    ),
+    ("event", "analysis"): (
+        "Could you share your analysis of the anomalous event?",
+        "Why is this event considered abnormal?",
+        "What patterns led you to judge this event as an anomaly?",
+    ),
+    ("video", "judgement"): (
+        "Are there anomalies observed in the video?",
+        "Does this surveillance video contain any abnormal events? Name them.",
+        "Judge whether the video shows an anomaly, and of which kind.",
+    ),
+    ("video", "description"): (
+        "Give a description of the detected anomaly events in this video.",
+        "Summarize what happens over the whole video.",
+        "Describe the events of this video in order.",
+    ),
+    ("video", "analysis"): (
+        "Could you provide the reasons for considering this video abnormal?",
+        "Explain why the events in this video are anomalous.",
+        "What evidence in the video points to an anomaly?",
+    ),
+}
+
+
+class ReleaseError(RuntimeError):
+    pass
+
+
+class ReleaseSettings(BaseModel):
+    include_unreviewed: bool = Field(False, description="let unreviewed drafts in, marked auto_draft")
+    test_fraction: float = Field(0.2, ge=0, lt=1, description="share of source videos held out for test")
+    split_seed: str = Field("hivau", description="salt of the per-video split hash; keep it across releases")
+    name: Optional[str] = Field(None, description="release name; default: the next vNNNN")
+
+
+# ---------------------------------------------------------------- pure helpers
+def _unit_hash(text: str) -> float:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:15], 16) / 16 ** 15
+
+
+def split_of(video_id: str, test_fraction: float, seed: str) -> Split:
+    """Per-video and stable: a video keeps its split in every later release, whatever else is added."""
+    return "test" if _unit_hash(f"{seed}:{video_id}") < test_fraction else "train"
+
+
+def pick_template(level: str, task: str, row_id: str) -> str:
+    options = TEMPLATES[(level, task)]
+    return options[int(_unit_hash(row_id) * len(options))]
+
+
+def admitted(provenance: str, include_unreviewed: bool) -> bool:
+    return provenance in REVIEWED or (include_unreviewed and provenance == DRAFT)
+
+
+def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[str, str]) -> list[InstructionRow]:
+    """One row per instruction from the merged tables, filtered by review state; `media_of` maps item ids
+    with media to their path inside the release."""
+    clips = {c.clip_id: c for c in tables.clips}
+    events = {e.event_id: e for e in tables.events}
+    videos = {v.video_id: v for v in tables.videos}
+
+    def span(level: str, item_id: str):
+        if level == "clip" and item_id in clips:
+            c = clips[item_id]
+            return c.start_s, c.end_s, c.labels, c.is_anomaly
+        if level == "event" and item_id in events:
+            e = events[item_id]
+            return e.start_s, e.end_s, e.labels, e.is_anomaly
+        if level == "video" and item_id in videos:
+            v = videos[item_id]
+            return 0.0, v.duration_s, v.labels, v.is_anomaly
+        return None
+
+    rows: list[InstructionRow] = []
+
+    def add(row_id, item_id, level, task, video_id, prompt, answer, provenance, generator, qa_type=None):
+        where = span(level, item_id)
+        if where is None or item_id not in media_of or not answer or not admitted(provenance, settings.include_unreviewed):
+            return
+        start, end, labels, anomalous = where
+        rows.append(InstructionRow(
+            id=row_id, item_id=item_id, split=split_of(video_id, settings.test_fraction, settings.split_seed),
+            level=level, task=task, qa_type=qa_type, media_path=media_of[item_id], source_video=video_id,
+            start_s=start, end_s=end, labels=labels, is_anomaly=anomalous, prompt=prompt, answer=answer,
+            provenance=provenance, generator=generator))
+
+    for c in tables.captions:
+        row_id = f"{c.item_id}:caption"
+        add(row_id, c.item_id, "clip", "caption", c.video_id, pick_template("clip", "caption", row_id), c.text,
+            c.provenance, c.generator)
+    for s in tables.summaries:
+        for task in ("judgement", "description", "analysis"):
+            row_id = f"{s.item_id}:{task}"
+            add(row_id, s.item_id, s.level, task, s.video_id, pick_template(s.level, task, row_id),
+                getattr(s, task), s.provenance, s.generator)
+    for q in tables.qa:
+        add(f"{q.item_id}:qa:{q.qa_type}", q.item_id, q.level, "qa", q.video_id, q.question, q.answer,
+            q.provenance, q.generator, qa_type=q.qa_type)
+    return sorted(rows, key=lambda r: r.id)
+
+
+def jsonl_record(index: int, row: InstructionRow) -> dict:
+    """The conversation format of HolmesVAU's InternVL fine-tuning data."""
+    return {"id": index, "type": row.level, "task": row.task, "video": row.media_path,
+            "conversations": [{"from": "human", "value": f"<video>\n{row.prompt}"},
+                              {"from": "gpt", "value": row.answer}]}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- chart and card
+def bar_chart_svg(counts: dict[str, dict[str, int]], title: str) -> str:
+    """A grouped horizontal bar chart (class -> level -> items) as standalone SVG; no plotting library."""
+    colors = {"clip": "#4c6ef5", "event": "#f76707", "video": "#2b8a3e"}
+    classes = sorted(counts)
+    top = max([n for per in counts.values() for n in per.values()] or [1])
+    bar, gap, left, width = 12, 10, 170, 420
+    height = 50 + len(classes) * (3 * bar + gap) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 80}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">', f'<text x="10" y="20" font-size="14">{title}</text>']
+    y = 40
+    for cls in classes:
+        out.append(f'<text x="{left - 8}" y="{y + 1.5 * bar + 4}" text-anchor="end">{cls}</text>')
+        for level in ("clip", "event", "video"):
+            n = counts[cls].get(level, 0)
+            w = width * n / top
+            out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar - 2}" fill="{colors[level]}"/>')
+            out.append(f'<text x="{left + w + 4:.1f}" y="{y + bar - 3}">{n}</text>')
+            y += bar
+        y += gap
+    for i, level in enumerate(("clip", "event", "video")):
+        out.append(f'<rect x="{left + i * 90}" y="{y + 5}" width="10" height="10" fill="{colors[level]}"/>'
+                   f'<text x="{left + i * 90 + 14}" y="{y + 14}">{level}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _md_table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dataset_card(manifest: dict) -> str:
+    c = manifest["counts"]
+    parts = [
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        *[f"  - split: {s}\n    path: data/{s}.parquet" for s in ("train", "test")],
+        "task_categories:", "- video-text-to-text", "---", "",
+        f"# hivau release {manifest['name']}", "",
+        f"Hierarchical (clip / event / video) instruction data for video anomaly understanding, built by hivau "
+        f"from {c['source_videos']} source videos. It follows release {manifest['previous'] or '(none)'}.", "",
+        f"Policy: {'reviewed text and unreviewed drafts (marked `auto_draft`)' if manifest['policy']['include_unreviewed'] else 'only text a person wrote or reviewed (human, accepted, edited)'}; "
+        f"split by source video, {manifest['policy']['test_fraction']:.0%} held out for test.", "",
+        "![items per anomaly class and level](chart.svg)", "",
+        "## Rows", "",
+        _md_table(("split", "rows", "videos"), [(s, c["rows_by_split"].get(s, 0), c["videos_by_split"].get(s, 0))
+                                                for s in ("train", "test")]), "",
+        _md_table(("level", "task", "rows"), sorted((*k.split(":"), v) for k, v in c["rows_by_level_task"].items())), "",
+        "## How the text got here", "",
+        _md_table(("provenance", "rows"), sorted(c["rows_by_provenance"].items())), "",
+        "## Generators and prompts", "",
+        _md_table(("generator", "rows"), sorted(manifest["generators"].items())), "",
+        "## Files", "",
+        "- `data/{train,test}.parquet`: one row per instruction (schema `InstructionRow`, "
+        f"schema version {manifest['schema_version']}); `datasets.load_dataset('parquet', data_files=...)` reads them.",
+        "- `hivau/{train,test}.jsonl`: the same rows in HIVAU-70k's conversation format for HolmesVAU's InternVL "
+        "fine-tuning script; `video` is relative to this folder.",
+        "- `media/`: the clips, events and videos the rows refer to.",
+        "- `manifest.json`: counts, the SHA-256 of every file, generators and the release this one follows.", "",
+    ]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- the release folder
+def next_name(releases: Path) -> str:
+    taken = [int(p.name[1:]) for p in releases.glob("v[0-9][0-9][0-9][0-9]") if p.is_dir()]
+    return f"v{max(taken, default=0) + 1:04d}"
+
+
+def latest_release(releases: Path) -> Optional[Path]:
+    done = sorted(p for p in releases.glob("v[0-9][0-9][0-9][0-9]") if (p / "manifest.json").is_file())
+    return done[-1] if done else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)  # same filesystem: no extra space, and the release cannot change the workspace copy
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def collect_media(ws: Workspace, tables: Tables, settings: ReleaseSettings) -> dict[str, tuple[Path, str]]:
+    """item id -> (workspace file, path inside the release) for every item whose media exist."""
+    out = {}
+    for kind, rows, id_of in (("clips", tables.clips, lambda r: r.clip_id),
+                              ("events", tables.events, lambda r: r.event_id)):
+        for row in rows:
+            if row.media_path and (ws.root / row.media_path).is_file():
+                split = split_of(row.video_id, settings.test_fraction, settings.split_seed)
+                out[id_of(row)] = (ws.root / row.media_path, f"media/{kind}/{split}/{id_of(row)}.mp4")
+    for v in tables.videos:
+        src = ws.video_media(v.video_id) if ws.video_media(v.video_id).is_file() else Path(v.path)
+        if src.is_file():
+            split = split_of(v.video_id, settings.test_fraction, settings.split_seed)
+            out[v.video_id] = (src, f"media/videos/{split}/{v.video_id}{src.suffix}")
+    return out
+
+
+def _write_parquet(rows: list[InstructionRow], path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(to_arrow_table(rows, InstructionRow), path)
+
+
+def counts_of(rows: list[InstructionRow]) -> dict:
+    by_class_level: dict[str, Counter] = {}
+    for r in rows:
+        cls = ", ".join(r.labels) if r.is_anomaly else "Normal"
+        by_class_level.setdefault(cls, Counter())[r.level] += 0  # ensure key
+    items = {(r.level, r.item_id, ", ".join(r.labels) if r.is_anomaly else "Normal") for r in rows}
+    for level, _, cls in items:
+        by_class_level[cls][level] += 1
+    return {
+        "rows": len(rows),
+        "source_videos": len({r.source_video for r in rows}),
+        "rows_by_split": dict(Counter(r.split for r in rows)),
+        "videos_by_split": dict(Counter(s for s, _ in {(r.split, r.source_video) for r in rows})),
+        "rows_by_level_task": dict(Counter(f"{r.level}:{r.task}" for r in rows)),
+        "rows_by_provenance": dict(Counter(r.provenance for r in rows)),
+        "items_by_level": dict(Counter(level for level, _, _ in items)),
+        "items_by_class_level": {k: dict(v) for k, v in sorted(by_class_level.items())},
+    }
+
+
+def build_release(ws: Workspace, settings: ReleaseSettings = ReleaseSettings()) -> Path:
+    """Write the next release folder from the workspace's merged manifests; returns its path."""
+    tables = Tables.read(ws, drafts=False)
+    media = collect_media(ws, tables, settings)
+    rows = instruction_rows(tables, settings, {k: v[1] for k, v in media.items()})
+    if not rows:
+        raise ReleaseError(f"nothing to release from {ws.root}: no reviewed rows"
+                           + ("" if settings.include_unreviewed else " (use include_unreviewed to let drafts in)"))
+    ws.releases.mkdir(parents=True, exist_ok=True)
+    name = settings.name or next_name(ws.releases)
+    final = ws.releases / name
+    if final.exists():
+        raise ReleaseError(f"release {final} exists; releases are never rewritten")
+    previous = latest_release(ws.releases)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ws.releases))
+    try:
+        (tmp / "data").mkdir()
+        (tmp / "hivau").mkdir()
+        for split in ("train", "test"):
+            part = [r for r in rows if r.split == split]
+            _write_parquet(part, tmp / "data" / f"{split}.parquet")
+            with open(tmp / "hivau" / f"{split}.jsonl", "w") as fh:
+                for i, row in enumerate(part):
+                    fh.write(json.dumps(jsonl_record(i, row), ensure_ascii=False) + "\n")
+        used = {r.item_id for r in rows}
+        for item_id, (src, rel) in media.items():
+            if item_id in used:
+                _link_or_copy(src, tmp / rel)
+        counts = counts_of(rows)
+        (tmp / "chart.svg").write_text(bar_chart_svg(counts["items_by_class_level"], "items per anomaly class and level"))
+        files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode())
+        prev_manifest = json.loads((previous / "manifest.json").read_text()) if previous else None
+        manifest = {
+            "name": name, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "previous": previous.name if previous else None, "schema_version": SCHEMA_VERSION,
+            "policy": settings.model_dump(exclude={"name"}), "counts": counts,
+            "generators": dict(Counter(f"{r.generator.backend}:{r.generator.model or '-'}@{r.generator.prompt_version or '-'}"
+                                       for r in rows)),
+            "prompt_versions": sorted({r.generator.prompt_version for r in rows if r.generator.prompt_version}),
+            "content_sha256": content.hexdigest(),
+            "same_content_as_previous": bool(prev_manifest and prev_manifest.get("content_sha256") == content.hexdigest()),
+            "files": files,
+        }
+        (tmp / "README.md").write_text(dataset_card(manifest))
+        manifest["files"]["README.md"] = {"sha256": sha256_file(tmp / "README.md"), "bytes": (tmp / "README.md").stat().st_size}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        for p in tmp.rglob("*"):
+            if p.is_file() and p.parts[len(tmp.parts)] != "media":  # media are hard links shared with the workspace
+                p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        os.rename(tmp, final)  # atomic: a release is either whole or absent
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def verify_release(path: str | Path) -> dict:
+    """Check a release against its manifest (every file present with its hash); returns the manifest."""
+    root = Path(path)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise ReleaseError(f"{root} is not a release: no manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    bad = [rel for rel, meta in manifest["files"].items()
+           if not (root / rel).is_file() or sha256_file(root / rel) != meta["sha256"]]
+    if bad:
+        raise ReleaseError(f"release {root.name}: {len(bad)} files missing or changed, e.g. {bad[:3]}")
+    return manifest

@@ -1,0 +1,401 @@
+"""Human review: drafts go to Label Studio as predictions, annotations come back and are merged into the tables.
+
+Plain functions over the workspace; `flows/review.py` and the CLI are thin layers on top. The build's own
+tables live in `state/drafts/`; `manifests/` holds them merged with the pulled reviews, so a re-run of
+`build-hivau` or a re-pull can always rebuild the merged tables and never loses a reviewer's words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from hivau.review_ui_config import SUMMARY_CONTROLS, load_config
+from hivau.schemas.records import (
+    Caption, Clip, Event, Generator, Level, QAPair, ReviewedText, ReviewRecord, SourceVideo, Summary,
+)
+from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError
+from hivau.workspace import Workspace, atomic_write_json
+
+LEVELS: tuple[Level, ...] = ("clip", "event", "video")
+MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa")
+# Text that passed a person: the only text a release takes by default.
+REVIEWED = ("human", "accepted", "edited")
+
+
+class ReviewSettings(BaseModel):
+    enabled: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: push when a Label Studio is configured (LABEL_STUDIO_URL and a key)")
+    url: Optional[str] = Field(None, description="Label Studio address; default: LABEL_STUDIO_URL")
+    api_key_block: Optional[str] = Field(None, description="Prefect Secret block with the API key; default: "
+                                                           "LABEL_STUDIO_API_KEY")
+    document_root: Optional[str] = Field(
+        None, description="the server's LOCAL_FILES_DOCUMENT_ROOT; default: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, "
+                          "else the workspace's media folder")
+    dataset: Optional[str] = Field(None, description="project title part; default: the workspace folder's name")
+    project_prefix: str = "hivau"
+    levels: list[Level] = Field(default_factory=lambda: list(LEVELS))
+    batch_size: int = Field(500, ge=1, le=5000, description="tasks per import request")
+    event_context_s: float = Field(5.0, ge=0, description="seconds shown before and after an event, so that "
+                                                          "its boundaries can be moved outwards")
+    timeout_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(4, ge=1)
+
+    def configured(self) -> bool:
+        return bool((self.url or os.environ.get("LABEL_STUDIO_URL"))
+                    and (self.api_key_block or os.environ.get("LABEL_STUDIO_API_KEY")))
+
+    def should_push(self) -> bool:
+        return self.enabled == "on" or (self.enabled == "auto" and self.configured())
+
+    def project_title(self, ws: Workspace, level: Level) -> str:
+        return f"{self.project_prefix} {self.dataset or ws.root.name} {level} review"
+
+
+def connect(settings: ReviewSettings) -> LabelStudio:
+    """A client for the configured server; the key comes from a Prefect Secret block or the environment."""
+    key = None
+    if settings.api_key_block:
+        from prefect.blocks.system import Secret
+
+        key = Secret.load(settings.api_key_block).get()
+    ls = LabelStudio(Connection.from_env(settings.url, key), timeout_s=settings.timeout_s,
+                     max_attempts=settings.max_attempts)
+    if not ls.health():
+        ls.close()
+        raise LabelStudioError(f"Label Studio at {ls.conn.url} does not answer /health")
+    return ls
+
+
+# ---------------------------------------------------------------- time and path arithmetic (pure)
+def seconds_to_frames(start_s: float, end_s: float, fps: float) -> tuple[int, int]:
+    """Label Studio's timeline counts frames from 1; frame n shows [(n-1)/fps, n/fps)."""
+    first = int(round(start_s * fps)) + 1
+    return first, max(first, int(round(end_s * fps)))
+
+
+def frames_to_seconds(start_frame: float, end_frame: float, fps: float) -> tuple[float, float]:
+    return (start_frame - 1) / fps, end_frame / fps
+
+
+def media_url(path: Path, media_root: Path, document_root: Path) -> str:
+    """The `/data/local-files/` URL of a workspace media file; anything outside media/ is refused."""
+    path, media_root, document_root = (Path(p).resolve() for p in (path, media_root, document_root))
+    if not path.is_relative_to(media_root):
+        raise ValueError(f"refusing to serve {path}: it is outside the workspace media folder {media_root}")
+    if not path.is_relative_to(document_root):
+        raise ValueError(f"{path} is outside Label Studio's LOCAL_FILES_DOCUMENT_ROOT {document_root}")
+    from urllib.parse import quote
+
+    return f"/data/local-files/?d={quote(path.relative_to(document_root).as_posix())}"
+
+
+def document_root(ws: Workspace, settings: ReviewSettings) -> Path:
+    root = settings.document_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    return Path(root).resolve() if root else ws.media
+
+
+# ---------------------------------------------------------------- drafts as Label Studio results
+def textarea(name: str, text: Optional[str]) -> list[dict]:
+    if not text:
+        return []
+    return [{"from_name": name, "to_name": "video", "type": "textarea", "value": {"text": [text]}}]
+
+
+def timeline(start_frame: int, end_frame: int) -> list[dict]:
+    return [{"from_name": "anomaly", "to_name": "video", "type": "timelinelabels",
+             "value": {"ranges": [{"start": start_frame, "end": end_frame}], "timelinelabels": ["event"]}}]
+
+
+def model_version(generators: Iterable[Generator]) -> str:
+    """`backend:model@prompt` of every generator behind a draft, so reviewers see what wrote it."""
+    names = {g.backend + (f":{g.model}" if g.model and g.backend != "human" else "")
+             + (f"@{g.prompt_version}" if g.prompt_version else "") for g in generators}
+    return " + ".join(sorted(names)) or "none"
+
+
+def canonical(result: list[dict]) -> str:
+    """A result's content without Label Studio's region ids, for comparing a draft with a prediction."""
+    slim = sorted((r["from_name"], r["type"], json.dumps(r["value"], sort_keys=True)) for r in result)
+    return json.dumps(slim)
+
+
+@dataclass
+class ReviewTask:
+    item_id: str
+    level: Level
+    data: dict
+    result: list[dict]
+    model_version: str
+
+    def payload(self) -> dict:
+        return {"data": self.data, "predictions": [{"model_version": self.model_version, "result": self.result}]}
+
+
+@dataclass
+class Tables:
+    """The five merged tables plus the videos table, as record lists."""
+
+    videos: list[SourceVideo] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    captions: list[Caption] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    qa: list[QAPair] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, ws: Workspace, drafts: bool) -> "Tables":
+        return cls(**{name: ws.read_records(name, drafts=drafts and name != "videos")
+                      for name in ("videos", *MERGED_TABLES)})
+
+
+def summary_result(summary: Optional[Summary], pairs: list[QAPair]) -> list[dict]:
+    result = []
+    if summary:
+        result += textarea("summary", summary.text)
+        for name in SUMMARY_CONTROLS[1:]:
+            result += textarea(name, getattr(summary, name))
+    for pair in pairs:
+        result += textarea(f"q_{pair.qa_type}", pair.question) + textarea(f"a_{pair.qa_type}", pair.answer)
+    return result
+
+
+def build_tasks(tables: Tables, media: dict[str, "ReviewMedia"], url_for) -> dict[Level, list[ReviewTask]]:
+    """One review task per clip, event and video that has media, with its drafts as the prediction."""
+    videos = {v.video_id: v for v in tables.videos}
+    captions = {c.item_id: c for c in tables.captions}
+    summaries = {s.item_id: s for s in tables.summaries}
+    qa: dict[str, list[QAPair]] = {}
+    for pair in tables.qa:
+        qa.setdefault(pair.item_id, []).append(pair)
+    out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
+
+    def base(item_id: str, video_id: str, labels: list[str], m: "ReviewMedia", **extra) -> dict:
+        return {"item_id": item_id, "video_id": video_id, "labels": ", ".join(labels) or "none",
+                "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s, **extra}
+
+    for clip in tables.clips:
+        if clip.clip_id in media:
+            cap = captions.get(clip.clip_id)
+            out["clip"].append(ReviewTask(
+                clip.clip_id, "clip",
+                base(clip.clip_id, clip.video_id, clip.labels, media[clip.clip_id], start_s=clip.start_s,
+                     end_s=clip.end_s),
+                textarea("caption", cap.text if cap else None), model_version([cap.generator] if cap else [])))
+    for event in tables.events:
+        m = media.get(event.event_id)
+        if m is None:
+            continue
+        s, pairs = summaries.get(event.event_id), qa.get(event.event_id, [])
+        frames = seconds_to_frames(event.start_s - m.offset_s, event.end_s - m.offset_s, m.fps)
+        out["event"].append(ReviewTask(
+            event.event_id, "event",
+            base(event.event_id, event.video_id, event.labels, m, start_s=event.start_s, end_s=event.end_s),
+            timeline(*frames) + summary_result(s, pairs),
+            model_version([x.generator for x in ([s] if s else []) + pairs])))
+    for video_id, video in videos.items():
+        m = media.get(video_id)
+        if m is None:
+            continue
+        s, pairs = summaries.get(video_id), qa.get(video_id, [])
+        out["video"].append(ReviewTask(
+            video_id, "video", base(video_id, video_id, video.labels, m, start_s=0.0, end_s=video.duration_s),
+            summary_result(s, pairs), model_version([x.generator for x in ([s] if s else []) + pairs])))
+    return out
+
+
+# ---------------------------------------------------------------- media the reviewers watch
+@dataclass(frozen=True)
+class ReviewMedia:
+    path: Path
+    fps: float
+    offset_s: float  # source-video time of the file's first frame
+
+
+def prepare_review_media(ws: Workspace, tables: Tables, context_s: float) -> dict[str, ReviewMedia]:
+    """Clips as cut; events re-cut with `context_s` on each side; whole videos as browser-playable proxies."""
+    from hivau.tasks.cut import CutSettings
+    from hivau.tasks.stages import cut_or_resume
+
+    videos = {v.video_id: v for v in tables.videos}
+    out: dict[str, ReviewMedia] = {}
+    for clip in tables.clips:
+        if clip.media_path and clip.video_id in videos:
+            out[clip.clip_id] = ReviewMedia(ws.root / clip.media_path, videos[clip.video_id].fps,
+                                            clip.cut_start_s if clip.cut_start_s is not None else clip.start_s)
+    for event in tables.events:
+        v = videos.get(event.video_id)
+        if v is None or not event.media_path:
+            continue
+        start, end = max(0.0, event.start_s - context_s), min(v.duration_s, event.end_s + context_s)
+        result, _ = cut_or_resume(ws, f"review_{event.event_id}", ws.review_media(event.event_id), v.path, start,
+                                  end, "accurate", v.fps, v.keyframe_times, CutSettings())
+        out[event.event_id] = ReviewMedia(ws.review_media(event.event_id), v.fps, result.start_s)
+    for v in tables.videos:
+        # H.264 plays in every browser and only needs remuxing; anything else is re-encoded once.
+        mode = "copy" if v.codec == "h264" else "accurate"
+        result, _ = cut_or_resume(ws, f"video_{v.video_id}", ws.video_media(v.video_id), v.path, 0.0, v.duration_s,
+                                  mode, v.fps, v.keyframe_times, CutSettings())
+        out[v.video_id] = ReviewMedia(ws.video_media(v.video_id), v.fps, result.start_s)
+    return out
+
+
+# ---------------------------------------------------------------- push
+class PushReport(BaseModel):
+    projects: dict[str, int] = Field(default_factory=dict)
+    created: dict[str, int] = Field(default_factory=dict)
+    new_predictions: dict[str, int] = Field(default_factory=dict)
+    unchanged: dict[str, int] = Field(default_factory=dict)
+    requests: int = 0
+    url: str = ""
+
+
+def ensure_project(ls: LabelStudio, ws: Workspace, settings: ReviewSettings, level: Level,
+                   storage_dir: Path, doc_root: Path) -> int:
+    """Find the level's project by title or create it, with a local-files storage on its media folder."""
+    title = settings.project_title(ws, level)
+    found = [p for p in ls.projects() if p["title"] == title]
+    project = found[0] if found else ls.create_project(
+        title, load_config(level), description=f"hivau {level}-level review of {ws.root}")
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    media_url(storage_dir / "x", ws.media, doc_root)  # refuses a folder outside media/ before telling the server
+    if not any(Path(s["path"]).resolve() == storage_dir.resolve() for s in ls.local_storages(project["id"])):
+        ls.add_local_storage(project["id"], str(storage_dir.resolve()), f"hivau {level} media")
+    return project["id"]
+
+
+def existing_tasks(ls: LabelStudio, project_id: int) -> dict[str, dict]:
+    return {t["data"].get("item_id"): t for t in ls.iter_tasks(project_id)}
+
+
+def latest_prediction(task: dict) -> Optional[dict]:
+    predictions = task.get("predictions") or []
+    return max(predictions, key=lambda p: p["id"]) if predictions else None
+
+
+def push_level(ls: LabelStudio, project_id: int, tasks: list[ReviewTask], batch_size: int) -> tuple[int, int, int]:
+    """Import new items in batches; a changed draft of a known item becomes a new prediction on its task.
+
+    Annotations are never touched, so a reviewer's work survives any number of pushes.
+    """
+    known = existing_tasks(ls, project_id)
+    fresh = [t for t in tasks if t.item_id not in known]
+    for i in range(0, len(fresh), batch_size):
+        ls.import_tasks(project_id, [t.payload() for t in fresh[i:i + batch_size]])
+    changed = 0
+    for t in tasks:
+        task = known.get(t.item_id)
+        if task is None:
+            continue
+        last = latest_prediction(task)
+        if last is None or canonical(last["result"]) != canonical(t.result):
+            ls.create_prediction(task["id"], t.result, t.model_version)
+            changed += 1
+    return len(fresh), changed, len(tasks) - len(fresh) - changed
+
+
+def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport:
+    tables = Tables.read(ws, drafts=True)
+    doc_root = document_root(ws, settings)
+    media = prepare_review_media(ws, tables, settings.event_context_s)
+    tasks = build_tasks(tables, media, lambda p: media_url(p, ws.media, doc_root))
+    storage = {"clip": ws.media / "clips", "event": ws.review_media("x").parent, "video": ws.video_media("x").parent}
+    report = PushReport(url=ls.conn.url)
+    for level in settings.levels:
+        pid = ensure_project(ls, ws, settings, level, storage[level], doc_root)
+        created, changed, same = push_level(ls, pid, tasks[level], settings.batch_size)
+        report.projects[level], report.created[level] = pid, created
+        report.new_predictions[level], report.unchanged[level] = changed, same
+    atomic_write_json(ws.reviews / "projects.json", {"url": ls.conn.url, "projects": report.projects})
+    report.requests = ls.requests
+    return report
+
+
+# ---------------------------------------------------------------- pull
+def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -> ReviewRecord:
+    """One annotation as a ReviewRecord; event boundaries only when the reviewer moved them."""
+    data = task["data"]
+    texts, verdict, start, end = [], None, None, None
+    for r in annotation.get("result") or []:
+        value = r.get("value") or {}
+        if r.get("type") == "textarea":
+            text = " ".join(s.strip() for s in value.get("text") or [] if s.strip())
+            texts.append(ReviewedText(name=r["from_name"], text=text))
+        elif r.get("type") == "choices" and r.get("from_name") == "verdict" and value.get("choices"):
+            verdict = value["choices"][0]
+        elif r.get("type") == "timelinelabels" and value.get("ranges"):
+            first = min(x["start"] for x in value["ranges"])
+            last = max(x["end"] for x in value["ranges"])
+            s, e = frames_to_seconds(first, last, float(data["fps"]))
+            start, end = s + float(data["offset_s"]), e + float(data["offset_s"])
+    if start is not None:
+        half_frame = 0.5 / float(data["fps"])
+        if abs(start - data["start_s"]) <= half_frame and abs(end - data["end_s"]) <= half_frame:
+            start = end = None  # unchanged
+    return ReviewRecord(item_id=data["item_id"], level=level, video_id=data["video_id"], project=project,
+                        task_id=task["id"], annotation_id=annotation["id"], verdict=verdict, texts=texts,
+                        start_s=None if start is None else round(start, 6), end_s=None if end is None else round(end, 6),
+                        completed_by=annotation.get("completed_by") if isinstance(annotation.get("completed_by"), int)
+                        else (annotation.get("completed_by") or {}).get("id"),
+                        updated_at=str(annotation.get("updated_at") or ""), lead_time_s=annotation.get("lead_time"))
+
+
+def latest_annotation(task: dict) -> Optional[dict]:
+    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+    return max(kept, key=lambda a: (str(a.get("updated_at") or ""), a["id"])) if kept else None
+
+
+def review_path(ws: Workspace, level: Level, item_id: str) -> Path:
+    return ws.reviews / level / f"{item_id}.json"
+
+
+def stored_reviews(ws: Workspace) -> dict[str, ReviewRecord]:
+    out = {}
+    for level in LEVELS:
+        for path in sorted((ws.reviews / level).glob("*.json")):
+            record = ReviewRecord.model_validate_json(path.read_text())
+            out[record.item_id] = record
+    return out
+
+
+class PullReport(BaseModel):
+    annotations_seen: dict[str, int] = Field(default_factory=dict)
+    new_or_changed: dict[str, int] = Field(default_factory=dict)
+    tables_rewritten: list[str] = Field(default_factory=list)
+    recut: list[str] = Field(default_factory=list)
+    provenance: dict[str, int] = Field(default_factory=dict)
+    requests: int = 0
+
+
+def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport:
+    """Fetch every level's annotations (one export request each), store changed ones, re-merge the tables."""
+    report = PullReport()
+    titles = {p["title"]: p["id"] for p in ls.projects()}
+    for level in settings.levels:
+        title = settings.project_title(ws, level)
+        if title not in titles:
+            continue
+        seen = changed = 0
+        for task in ls.export(titles[title]):
+            annotation = latest_annotation(task)
+            if annotation is None or "item_id" not in task.get("data", {}):
+                continue
+            seen += 1
+            record = parse_annotation(level, task, annotation, title)
+            path = review_path(ws, level, record.item_id)
+            if path.is_file() and ReviewRecord.model_validate_json(path.read_text()) == record:
+                continue
+            atomic_write_json(path, record.model_dump(mode="json"))
+            changed += 1
+        report.annotations_seen[level], report.new_or_changed[level] = seen, changed
+    from hivau.tasks.merge import merge_workspace
+
+    merged = merge_workspace(ws)
+    report.tables_rewritten, report.recut, report.provenance = merged.tables_rewritten, merged.recut, merged.provenance
+    report.requests = ls.requests
+    return report
