@@ -76,6 +76,27 @@ def publish_release(
     return str(path)
 
 
+def wait_for_retrain(release: str, timeout_s: float = 300) -> dict:
+    """Wait for the `retrain` run that the release's event started; returns its id, state and parameters."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.time() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.time() < deadline:
+            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])),
+                                         sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=20)
+            mine = [r for r in runs if str(r.parameters.get("release")) == str(release)]
+            if mine and mine[0].state and mine[0].state.is_final():
+                return {"id": str(mine[0].id), "state": mine[0].state.type.value, "parameters": mine[0].parameters,
+                        "deployment_id": str(mine[0].deployment_id)}
+            time.sleep(1)
+    raise TimeoutError(f"no finished retrain run for {release} within {timeout_s:.0f} s")
+
+
 @flow(name="retrain", log_prints=True)
 def retrain(release: Annotated[str, Field(description="release folder (from the hivau.release.published event)")]) -> dict:
     """Started by each published release. Until the trainer lands it validates the release and reports it."""

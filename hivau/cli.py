@@ -1,4 +1,4 @@
-"""The `hivau` command line: build, demo-data, probe and summary."""
+"""The `hivau` command line: build, demo-data, probe, summary, review push/pull, release, labelstudio."""
 
 from __future__ import annotations
 
@@ -137,6 +137,97 @@ def _print_summary(summary: dict) -> None:
         else:
             table.add_row(key, str(value))
     console.print(table)
+
+
+review_app = typer.Typer(no_args_is_help=True, help="Label Studio review: push drafts, pull annotations")
+app.add_typer(review_app, name="review")
+
+
+def _review_settings(url: Optional[str], batch_size: int, dataset: Optional[str]):
+    from hivau.tasks.review import ReviewSettings
+
+    return ReviewSettings(enabled="on", url=url, batch_size=batch_size, dataset=dataset)
+
+
+@review_app.command("push")
+def review_push(workspace: Path = typer.Option(..., "--workspace"),
+                url: Optional[str] = typer.Option(None, "--url", help="default: LABEL_STUDIO_URL"),
+                dataset: Optional[str] = typer.Option(None, "--dataset", help="project title part (default: workspace name)"),
+                batch_size: int = typer.Option(500, "--batch-size")):
+    """Send the workspace's drafts to Label Studio (key from LABEL_STUDIO_API_KEY); safe to repeat."""
+    from hivau.tasks.review import connect, push
+    from hivau.workspace import Workspace
+
+    settings = _review_settings(url, batch_size, dataset)
+    with connect(settings) as ls:
+        report = push(Workspace.at(workspace), ls, settings)
+    console.print_json(report.model_dump_json())
+
+
+@review_app.command("pull")
+def review_pull(workspace: Path = typer.Option(..., "--workspace"),
+                url: Optional[str] = typer.Option(None, "--url", help="default: LABEL_STUDIO_URL"),
+                dataset: Optional[str] = typer.Option(None, "--dataset")):
+    """Fetch annotations and merge them into the workspace's manifests."""
+    from hivau.tasks.review import connect, pull
+    from hivau.workspace import Workspace
+
+    settings = _review_settings(url, 500, dataset)
+    with connect(settings) as ls:
+        report = pull(Workspace.at(workspace), ls, settings)
+    console.print_json(report.model_dump_json())
+
+
+@app.command()
+def release(workspace: Path = typer.Option(..., "--workspace"),
+            include_unreviewed: bool = typer.Option(False, "--include-unreviewed",
+                                                    help="let unreviewed drafts in, marked auto_draft"),
+            test_fraction: float = typer.Option(0.2, "--test-fraction"),
+            publish: bool = typer.Option(True, "--publish/--no-publish",
+                                         help="emit hivau.release.published to the Prefect API (starts retrain)")):
+    """Write the next immutable release folder (parquet, HIVAU JSONL, manifest, card) and announce it."""
+    from hivau.tasks.release import ReleaseSettings, build_release, verify_release
+    from hivau.workspace import Workspace
+
+    path = build_release(Workspace.at(workspace), ReleaseSettings(include_unreviewed=include_unreviewed,
+                                                                  test_fraction=test_fraction))
+    manifest = verify_release(path)
+    if publish:
+        from hivau.flows.review import emit_release_event
+
+        emit_release_event(path, manifest)
+    counts = manifest["counts"]
+    console.print(f"release {manifest['name']} at {path}: {counts['rows']} rows {counts['rows_by_split']}, "
+                  f"provenance {counts['rows_by_provenance']}")
+
+
+@app.command("labelstudio")
+def labelstudio(state: Path = typer.Option(..., "--state", help="folder for the database and credentials"),
+                document_root: Path = typer.Option(..., "--document-root", help="media folder it may serve"),
+                port: int = typer.Option(8080, "--port")):
+    """Run a local Label Studio in the foreground (its own virtual environment); prints the account once."""
+    import signal
+    import sys
+
+    from hivau import labelstudio_local as lsl
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so that `finally` stops the server too
+    _, generated = lsl.credentials(state.resolve())
+    proc, creds = lsl.start(state, port, document_root)
+    url = f"http://127.0.0.1:{port}"
+    if generated:
+        console.print(f"Label Studio account (shown once; kept in {state / 'credentials.json'}):\n"
+                      f"  email {creds['email']}  password {creds['password']}")
+    try:
+        lsl.wait_healthy(url, proc)
+        console.print(f"Label Studio is up at {url}")
+        proc.wait()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except Exception:
+            proc.kill()
 
 
 if __name__ == "__main__":

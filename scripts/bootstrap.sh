@@ -18,9 +18,31 @@ if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
   fi
 fi
 
+# Debian's chromium and its driver, for the review UI test (never a browser downloaded by a tool).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[bootstrap] installing chromium and chromium-driver with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null \
+      || echo "[bootstrap] chromium could not be installed; the browser test will be skipped" >&2
+  else
+    echo "[bootstrap] chromium/chromedriver not found; the browser test will be skipped" >&2
+  fi
+fi
+
 "$PYTHON" - <<'PY' || { echo "[bootstrap] Python 3.11 or 3.12 is required (found $($PYTHON --version 2>&1))" >&2; exit 1; }
 import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)
 PY
+
+# Label Studio lives in a virtual environment of its own: its Django stack pins differ from ours.
+LS_VENV=${HIVAU_LABEL_STUDIO_VENV:-.venv-ls}
+LS_VERSION=1.23.2
+if [ "$("$LS_VENV/bin/python" -c "import importlib.metadata as m; print(m.version('label-studio'))" 2>/dev/null)" != "$LS_VERSION" ]; then
+  echo "[bootstrap] installing label-studio==$LS_VERSION into $LS_VENV"
+  [ -x "$LS_VENV/bin/python" ] || "$PYTHON" -m venv "$LS_VENV"
+  "$LS_VENV/bin/python" -m pip install -qq --upgrade pip
+  "$LS_VENV/bin/python" -m pip install -qq "label-studio==$LS_VERSION"
+fi
 
 stamp="$VENV/.hivau-installed"
 want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)

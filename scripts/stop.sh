@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 STATE=${HIVAU_STATE:-$(pwd)/.state}
-for name in serve prefect-server; do
+for name in serve labelstudio prefect-server; do
   pidfile="$STATE/pids/$name.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

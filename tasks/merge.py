@@ -137,7 +137,8 @@ def merge(drafts: Tables, reviews: dict[str, ReviewRecord]) -> Tables:
     clip_reviews = [r for r in reviews.values() if r.level == "clip"]
     out_captions = []
     for item_id in list(captions) + [r.item_id for r in clip_reviews if r.item_id not in captions]:
-        if item_id in stale:
+        rejected = reviews.get(item_id) is not None and reviews[item_id].verdict == "reject"
+        if item_id in stale and not rejected:  # a reviewer's rejection says more than "times moved"
             if item_id in captions:
                 out_captions.append(mark_stale(captions[item_id]))
             continue

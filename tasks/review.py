@@ -54,7 +54,14 @@ class ReviewSettings(BaseModel):
         return self.enabled == "on" or (self.enabled == "auto" and self.configured())
 
     def project_title(self, ws: Workspace, level: Level) -> str:
-        return f"{self.project_prefix} {self.dataset or ws.root.name} {level} review"
+        """`{prefix} {dataset} {level} review`, kept within Label Studio's 50 characters."""
+        dataset = self.dataset or ws.root.name
+        room = 50 - len(f"{self.project_prefix}  {level} review")
+        if len(dataset) > room:  # shortened, with a hash so that two long names stay apart
+            import hashlib
+
+            dataset = dataset[:room - 7] + "~" + hashlib.sha256(dataset.encode()).hexdigest()[:6]
+        return f"{self.project_prefix} {dataset} {level} review"
 
 
 def connect(settings: ReviewSettings) -> LabelStudio:

@@ -82,3 +82,63 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     write_demo(out, seed=0, with_faults=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def review_root(tmp_path_factory) -> Path:
+    """The folder a test Label Studio may serve files from; review workspaces are made inside it."""
+    return tmp_path_factory.mktemp("review-root")
+
+
+@pytest.fixture(scope="session")
+def label_studio(review_root, tmp_path_factory):
+    """A real Label Studio (its own venv, SQLite in a temp folder) serving files from `review_root` only."""
+    import signal
+
+    from hivau import labelstudio_local as lsl
+
+    try:
+        lsl.label_studio_bin()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    state = tmp_path_factory.mktemp("label-studio")
+    port = _free_port()
+    proc, creds = lsl.start(state, port, review_root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            lsl.wait_healthy(url, proc, timeout_s=300)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}\n{(state / 'server.log').read_text()[-3000:]}")
+        yield {"url": url, "token": creds["token"], "email": creds["email"], "password": creds["password"],
+               "document_root": review_root}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def built_demo(review_root, demo_dir, prefect_server) -> Path:
+    """The demo built once by build-hivau (no review push); tests copy it with `fresh_workspace`."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from hivau.flows.build import build_hivau
+
+    ws = review_root / "built-demo"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}):
+        build_hivau(videos_dir=str(demo_dir / "videos"), annotations=str(demo_dir / "annotations.json"),
+                    workspace=str(ws), review={"enabled": "off"})
+    return ws
+
+
+@pytest.fixture()
+def fresh_workspace(built_demo, review_root, request) -> Path:
+    """A private copy of the built demo workspace inside the Label Studio document root."""
+    import shutil
+
+    dst = review_root / request.node.name.replace("[", "-").replace("]", "")
+    shutil.copytree(built_demo, dst)
+    return dst

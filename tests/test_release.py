@@ -1,0 +1,128 @@
+"""Releases: immutable versioned folders, parquet that pandas and HF datasets read, HIVAU JSONL, manifest, card."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hivau.tasks.release import (
+    TEMPLATES, ReleaseError, ReleaseSettings, build_release, split_of, verify_release,
+)
+from hivau.workspace import Workspace
+
+pytestmark = pytest.mark.prefect_server
+
+
+def test_split_is_per_video_and_stable():
+    ids = [f"video_{i:03d}" for i in range(400)]
+    splits = {v: split_of(v, 0.2, "hivau") for v in ids}
+    assert splits == {v: split_of(v, 0.2, "hivau") for v in reversed(ids)}  # order and company do not matter
+    assert 0.13 < sum(s == "test" for s in splits.values()) / len(ids) < 0.27
+    assert {v: split_of(v, 0.2, "other-seed") for v in ids} != splits
+
+
+def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fixtures_dir):
+    ws = Workspace.at(fresh_workspace)
+    with pytest.raises(ReleaseError, match="no reviewed rows"):
+        build_release(Workspace.at(fresh_workspace.parent / "empty-ws"), ReleaseSettings())
+    reviewed_only = build_release(ws, ReleaseSettings(test_fraction=0.3))
+    rows = pd.concat([pd.read_parquet(reviewed_only / "data" / f"{s}.parquet") for s in ("train", "test")])
+    assert set(rows.provenance) == {"human"} and set(rows.task) == {"caption"}  # the demo's own captions only
+    first = build_release(ws, ReleaseSettings(include_unreviewed=True, test_fraction=0.3))
+    second = build_release(ws, ReleaseSettings(include_unreviewed=True, test_fraction=0.3))
+    assert (reviewed_only.name, first.name, second.name) == ("v0001", "v0002", "v0003")
+    m1, m2 = verify_release(first), verify_release(second)
+    assert m2["previous"] == "v0002" and m1["previous"] == "v0001"
+    assert m2["content_sha256"] == m1["content_sha256"] and m2["same_content_as_previous"]
+    assert not m1["same_content_as_previous"]
+    with pytest.raises(ReleaseError, match="never rewritten"):
+        build_release(ws, ReleaseSettings(include_unreviewed=True, name="v0001"))
+    assert not os.access(first / "data" / "train.parquet", os.W_OK) or os.geteuid() == 0
+    assert oct((first / "manifest.json").stat().st_mode & 0o777) == "0o444"
+
+    # rows: one per instruction, split by source video, every media file inside the release
+    train = pd.read_parquet(first / "data" / "train.parquet")
+    test = pd.read_parquet(first / "data" / "test.parquet")
+    assert len(train) and len(test) and m1["counts"]["rows"] == len(train) + len(test)
+    assert not set(train.source_video) & set(test.source_video)
+    assert set(train.provenance) | set(test.provenance) <= {"human", "auto_draft"}
+    for path in pd.concat([train, test]).media_path:
+        assert (first / path).is_file()
+    assert {"caption", "judgement", "description", "analysis", "qa"} == set(train.task) | set(test.task)
+
+    from datasets import load_dataset
+
+    hf = load_dataset("parquet", data_files={"train": str(first / "data" / "train.parquet"),
+                                             "test": str(first / "data" / "test.parquet")})
+    assert hf["train"].num_rows == len(train) and hf["test"][0]["answer"] == test.iloc[0]["answer"]
+
+    # JSONL: the same rows in HolmesVAU's conversation format
+    example = json.loads((fixtures_dir / "annotations" / "hivau_train_format_example.jsonl").read_text().splitlines()[0])
+    lines = [json.loads(x) for x in (first / "hivau" / "train.jsonl").read_text().splitlines()]
+    assert len(lines) == len(train)
+    for line, row in zip(lines, train.itertuples()):
+        assert set(line) == set(example)
+        assert [t["from"] for t in line["conversations"]] == ["human", "gpt"]
+        human = line["conversations"][0]["value"]
+        assert human.startswith("<video>\n") and human[len("<video>\n"):] == row.prompt
+        assert line["conversations"][1]["value"] == row.answer and line["video"] == row.media_path
+        if row.task != "qa":
+            assert row.prompt in TEMPLATES[(row.level, row.task)]
+
+    # tampering is caught; the card carries the statistics and the chart
+    card = (first / "README.md").read_text()
+    assert "![items per anomaly class and level](chart.svg)" in card and "| provenance | rows |" in card
+    assert (first / "chart.svg").read_text().startswith("<svg")
+    victim = first / "hivau" / "test.jsonl"
+    victim.chmod(0o644)
+    victim.write_text("{}\n")
+    with pytest.raises(ReleaseError, match="changed"):
+        verify_release(first)
+
+
+def _prefect(env, *args, timeout=120):
+    return subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_publishing_a_release_fires_retrain_on_the_local_prefect_server(prefect_server, fresh_workspace, tmp_path):
+    env = prefect_server["env"]
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "hivau.flows.serve"], env=env, stdout=log, stderr=log,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while _prefect(env, "deployment", "inspect", "retrain/local").returncode != 0:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "retrain/local was not registered"
+            time.sleep(1)
+        params = json.dumps({"workspace": str(fresh_workspace), "release": {"include_unreviewed": True}})
+        run = _prefect(env, "deployment", "run", "publish-release/local", "--params", params, "--watch",
+                       "--watch-timeout", "300", timeout=360)
+        assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
+        release = str(Workspace.at(fresh_workspace).releases / "v0001")
+
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from hivau.flows.review import wait_for_retrain
+
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}):
+            fired = wait_for_retrain(release, timeout_s=180)
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name("retrain/local")
+                result_run = client.read_flow_run(fired["id"])
+        assert fired["state"] == "COMPLETED" and fired["parameters"] == {"release": release}
+        assert fired["deployment_id"] == str(deployment.id)
+        assert result_run.state.is_completed()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

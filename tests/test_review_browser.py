@@ -1,0 +1,86 @@
+"""A reviewer in a real browser (Debian's chromium, headless): edit a clip caption, submit; the release has it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from pydantic import SecretStr
+
+from hivau.tasks.labelstudio import Connection, LabelStudio
+from hivau.tasks.release import ReleaseSettings, build_release
+from hivau.tasks.review import ReviewSettings, pull, push
+from hivau.workspace import Workspace
+
+pytestmark = pytest.mark.prefect_server
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-dev-shm-usage", "--no-first-run", "--disable-sync",
+                  "--window-size=1400,1800"]
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (make bootstrap installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    # an explicit driver path: Selenium Manager must never try to download a browser or driver
+    d = webdriver.Chrome(service=Service(driver), options=options)
+    d.set_page_load_timeout(120)
+    yield d
+    d.quit()
+
+
+def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_workspace, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    ws = Workspace.at(fresh_workspace)
+    st = ReviewSettings(enabled="on", url=label_studio["url"], document_root=str(label_studio["document_root"]))
+    lsc = LabelStudio(Connection(label_studio["url"], SecretStr(label_studio["token"])))
+    pushed = push(ws, lsc, st)
+    clip_tasks = {t["data"]["item_id"]: t for t in lsc.iter_tasks(pushed.projects["clip"])}
+    item_id, task = next((i, t) for i, t in sorted(clip_tasks.items()) if t["predictions"][-1]["result"])
+    new_caption = "Edited in the browser: a person in orange trips and falls onto the pavement."
+
+    wait = WebDriverWait(browser, 90)
+    try:
+        browser.get(f"{label_studio['url']}/user/login/")
+        wait.until(ec.presence_of_element_located((By.NAME, "email"))).send_keys(label_studio["email"])
+        browser.find_element(By.NAME, "password").send_keys(label_studio["password"])
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+        wait.until(lambda d: "/user/login" not in d.current_url)
+        browser.get(f"{label_studio['url']}/projects/{pushed.projects['clip']}/data?task={task['id']}")
+        # the draft caption is pre-filled from the prediction; open it for editing, replace it, save it
+        edit = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=htx-textbox-edit-button]")))
+        browser.execute_script("arguments[0].click()", edit)
+        box = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=htx-textbox-input]")))
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(new_caption)
+        browser.find_element(By.CSS_SELECTOR, "[data-testid=htx-textbox-save]").click()
+        browser.execute_script("arguments[0].click()",
+                               browser.find_element(By.CSS_SELECTOR, "input[type=radio][name=accept]"))
+        submit = next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Submit")
+        submit.click()
+        wait.until(lambda d: any(t["annotations"] for t in lsc.export(pushed.projects["clip"])
+                                 if t["id"] == task["id"]))
+    except Exception:
+        browser.save_screenshot(str(tmp_path / "failure.png"))
+        raise
+
+    report = pull(ws, lsc, st)
+    assert report.new_or_changed["clip"] == 1
+    release = build_release(ws, ReleaseSettings())
+    rows = [r for split in ("train", "test") for r in pq.read_table(release / "data" / f"{split}.parquet").to_pylist()]
+    (row,) = [r for r in rows if r["item_id"] == item_id]
+    assert row["answer"] == new_caption and row["provenance"] == "edited"
