@@ -16,6 +16,7 @@ stop:
 bench: bootstrap
 	.venv/bin/python benchmarks/bench_cut.py
 	.venv/bin/python benchmarks/bench_rollup.py
+	.venv/bin/python benchmarks/bench_review.py
 
 clean: stop
 	rm -rf .state

@@ -59,6 +59,16 @@ def prefect_server(tmp_path_factory):
         _wait_healthy(url, proc, log)
         yield {"url": url, "home": home, "env": env}
     finally:
+        # flush in-process event and log senders while the server still answers; at interpreter exit
+        # they would otherwise retry against a stopped server for a minute or more
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for worker in (APILogWorker, EventsWorker):
+            try:
+                worker.drain_all(timeout=15, at_exit=False)
+            except Exception:
+                pass
         proc.terminate()
         try:
             proc.wait(timeout=20)

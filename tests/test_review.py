@@ -229,3 +229,38 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     assert rejected_clip not in captions or captions[rejected_clip].provenance == "rejected"
     rebuilt = {e.event_id: e for e in ws.read_records("events")}[moved_event]
     assert abs(rebuilt.start_s - event.start_s) < 1e-6 and rebuilt.provenance == "boundaries_corrected"
+
+
+def test_build_pushes_for_review_and_the_key_never_leaks(label_studio, fresh_workspace, demo_dir, prefect_api,
+                                                         monkeypatch, capfd, caplog):
+    """build-hivau's push task, configured only through the environment; the token appears nowhere."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter
+
+    from hivau.flows.build import build_hivau
+
+    token = label_studio["token"]
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
+    monkeypatch.setenv("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", str(label_studio["document_root"]))
+    caplog.set_level(logging.DEBUG)
+    state = build_hivau(videos_dir=str(demo_dir / "videos"), annotations=str(demo_dir / "annotations.json"),
+                        workspace=str(fresh_workspace), return_state=True)
+    assert state.is_completed()
+    ws = Workspace.at(fresh_workspace)
+    lsc = client(label_studio)
+    st = ReviewSettings()
+    assert len(tasks_by_item(lsc, ws, st, "event")) == len(ws.read_records("events"))
+    release = build_release(ws, ReleaseSettings(include_unreviewed=True))
+
+    with get_client(sync_client=True) as prefect:
+        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id={"any_": [state.state_details.flow_run_id]}))
+        artifacts = prefect.read_artifacts()
+    texts = [log.message for log in logs] + [str(a.data) for a in artifacts] + [caplog.text] + list(capfd.readouterr())
+    assert not [t for t in texts if token in t]
+    for folder in (ws.root, release):
+        for path in folder.rglob("*"):
+            if path.is_file() and path.suffix in (".json", ".parquet", ".jsonl", ".md", ".svg"):
+                assert token.encode() not in path.read_bytes(), path
