@@ -126,51 +126,45 @@ def merge_qa(drafts: list[QAPair], review: Optional[ReviewRecord], level, video_
     return out
 
 
+def _merge_rows(drafts: list, reviews: dict[str, ReviewRecord], levels: tuple[str, ...], stale: set[str],
+                merge_one) -> list:
+    """Captions or summaries: each draft with its review, plus rows reviewers wrote where none was drafted."""
+    by_id = {row.item_id: row for row in drafts}
+    extra = [r.item_id for r in reviews.values() if r.level in levels and r.item_id not in by_id]
+    out = []
+    for item_id in list(by_id) + extra:
+        review = reviews.get(item_id)
+        rejected = review is not None and review.verdict == "reject"
+        if item_id in stale and not rejected:  # a reviewer's rejection says more than "times moved"
+            if item_id in by_id:
+                out.append(by_id[item_id].model_copy(update={"provenance": "boundaries_corrected"}))
+            continue
+        merged = merge_one(by_id.get(item_id), review)
+        if merged is not None:
+            out.append(merged)
+    return out
+
+
 def merge(drafts: Tables, reviews: dict[str, ReviewRecord]) -> Tables:
     """The drafted tables with every stored review applied (pure)."""
     events, clips, stale = merge_segments(drafts, reviews)
 
-    def mark_stale(row):
-        return row.model_copy(update={"provenance": "boundaries_corrected"})
-
-    captions = {c.item_id: c for c in drafts.captions}
-    clip_reviews = [r for r in reviews.values() if r.level == "clip"]
-    out_captions = []
-    for item_id in list(captions) + [r.item_id for r in clip_reviews if r.item_id not in captions]:
-        rejected = reviews.get(item_id) is not None and reviews[item_id].verdict == "reject"
-        if item_id in stale and not rejected:  # a reviewer's rejection says more than "times moved"
-            if item_id in captions:
-                out_captions.append(mark_stale(captions[item_id]))
-            continue
-        merged = merge_caption(captions.get(item_id), reviews.get(item_id))
-        if merged is not None:
-            out_captions.append(merged)
-
-    summaries = {s.item_id: s for s in drafts.summaries}
-    text_reviews = [r for r in reviews.values() if r.level in ("event", "video")]
-    out_summaries = []
-    for item_id in list(summaries) + [r.item_id for r in text_reviews if r.item_id not in summaries]:
-        if item_id in stale:
-            if item_id in summaries:
-                out_summaries.append(mark_stale(summaries[item_id]))
-            continue
-        merged = merge_summary(summaries.get(item_id), reviews.get(item_id))
-        if merged is not None:
-            out_summaries.append(merged)
-
+    captions = _merge_rows(drafts.captions, reviews, ("clip",), stale, merge_caption)
+    summaries = _merge_rows(drafts.summaries, reviews, ("event", "video"), stale, merge_summary)
     pairs: dict[str, list[QAPair]] = {}
     for pair in drafts.qa:
         pairs.setdefault(pair.item_id, []).append(pair)
     out_qa = []
-    for item_id in list(pairs) + [r.item_id for r in text_reviews if r.item_id not in pairs]:
+    extra = [r.item_id for r in reviews.values() if r.level in ("event", "video") and r.item_id not in pairs]
+    for item_id in list(pairs) + extra:
         own = pairs.get(item_id, [])
         if item_id in stale:
-            out_qa += [mark_stale(p) for p in own]
+            out_qa += [p.model_copy(update={"provenance": "boundaries_corrected"}) for p in own]
             continue
         review = reviews.get(item_id)
         out_qa += merge_qa(own, review, review.level if review else own[0].level,
                            review.video_id if review else own[0].video_id)
-    return replace(drafts, events=events, clips=clips, captions=out_captions, summaries=out_summaries, qa=out_qa)
+    return replace(drafts, events=events, clips=clips, captions=captions, summaries=summaries, qa=out_qa)
 
 
 class MergeResult(BaseModel):

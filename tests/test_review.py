@@ -66,6 +66,21 @@ def test_frame_arithmetic_round_trips():
     assert seconds_to_frames(0.0, 1.0, 25.0) == (1, 25)  # Label Studio counts frames from 1
 
 
+def test_reclip_clamps_clips_into_corrected_bounds_and_drops_the_rest():
+    from hivau.schemas.records import Clip
+    from hivau.tasks.merge import reclip
+
+    clips = [Clip(video_id="v", index=j, start_s=2.0 * j, end_s=2.0 * j + 2, clip_id=f"v_E0C{j}", event_id="v_E0")
+             for j in range(3)]
+    kept, touched = reclip(clips, 1.0, 5.0)
+    assert [(c.start_s, c.end_s) for c in kept] == [(1.0, 2.0), (2.0, 4.0), (4.0, 5.0)]
+    assert touched == {"v_E0C0", "v_E0C2"} and kept[1].provenance is None
+    assert {c.provenance for c in kept if c.clip_id in touched} == {"boundaries_corrected"}
+    kept, touched = reclip(clips, 2.5, 3.5)
+    assert [(c.clip_id, c.start_s, c.end_s) for c in kept] == [("v_E0C1", 2.5, 3.5)]
+    assert touched == {"v_E0C0", "v_E0C1", "v_E0C2"}
+
+
 def test_media_outside_the_workspace_media_folder_is_refused(tmp_path):
     ws = Workspace.at(tmp_path / "ws")
     (ws.media / "clips").mkdir(parents=True)
