@@ -84,7 +84,7 @@ class LabelStudio:
                 if response.status_code < 400:
                     return response.json() if response.content else None
                 last = f"HTTP {response.status_code}: {response.text[:500]}"
-                if response.status_code not in (429, 502, 503, 504) and response.status_code < 500:
+                if response.status_code != 429 and response.status_code < 500:  # our request is wrong
                     raise LabelStudioError(f"{method} {path} failed: {last}")
             if attempt < self.max_attempts:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))

@@ -194,12 +194,15 @@ def recut_corrected(ws: Workspace, tables: Tables) -> list[str]:
     return done
 
 
-def merge_workspace(ws: Workspace) -> MergeResult:
-    """Rebuild manifests/{events,clips,captions,summaries,qa,reviews} from drafts + reviews; write what changed."""
+def merge_workspace(ws: Workspace, reviews: Optional[dict[str, ReviewRecord]] = None) -> MergeResult:
+    """Rebuild manifests/{events,clips,captions,summaries,qa,reviews} from drafts + reviews; write what changed.
+
+    `reviews` defaults to every review stored in the workspace (a caller that has them passes them in).
+    """
     result = MergeResult()
     if not ws.drafts.is_dir():
         return result
-    reviews = stored_reviews(ws)
+    reviews = stored_reviews(ws) if reviews is None else reviews
     merged = merge(Tables.read(ws, drafts=True), reviews)
     result.recut = recut_corrected(ws, merged)
     for table in MERGED_TABLES:

@@ -271,13 +271,10 @@ def _write_parquet(rows: list[InstructionRow], path: Path) -> None:
 
 
 def counts_of(rows: list[InstructionRow]) -> dict:
-    by_class_level: dict[str, Counter] = {}
-    for r in rows:
-        cls = ", ".join(r.labels) if r.is_anomaly else "Normal"
-        by_class_level.setdefault(cls, Counter())[r.level] += 0  # ensure key
     items = {(r.level, r.item_id, ", ".join(r.labels) if r.is_anomaly else "Normal") for r in rows}
+    by_class_level: dict[str, Counter] = {}
     for level, _, cls in items:
-        by_class_level[cls][level] += 1
+        by_class_level.setdefault(cls, Counter())[level] += 1
     return {
         "rows": len(rows),
         "source_videos": len({r.source_video for r in rows}),

@@ -324,6 +324,11 @@ def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport
 
 
 # ---------------------------------------------------------------- pull
+def _user_id(completed_by) -> Optional[int]:
+    """The export gives the annotator as an id; the task API as a user object."""
+    return completed_by.get("id") if isinstance(completed_by, dict) else completed_by
+
+
 def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -> ReviewRecord:
     """One annotation as a ReviewRecord; event boundaries only when the reviewer moved them."""
     data = task["data"]
@@ -347,8 +352,7 @@ def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -
     return ReviewRecord(item_id=data["item_id"], level=level, video_id=data["video_id"], project=project,
                         task_id=task["id"], annotation_id=annotation["id"], verdict=verdict, texts=texts,
                         start_s=None if start is None else round(start, 6), end_s=None if end is None else round(end, 6),
-                        completed_by=annotation.get("completed_by") if isinstance(annotation.get("completed_by"), int)
-                        else (annotation.get("completed_by") or {}).get("id"),
+                        completed_by=_user_id(annotation.get("completed_by")),
                         updated_at=str(annotation.get("updated_at") or ""), lead_time_s=annotation.get("lead_time"))
 
 
@@ -359,6 +363,11 @@ def latest_annotation(task: dict) -> Optional[dict]:
 
 def review_path(ws: Workspace, level: Level, item_id: str) -> Path:
     return ws.reviews / level / f"{item_id}.json"
+
+
+def read_review(ws: Workspace, level: Level, item_id: str) -> Optional[ReviewRecord]:
+    path = review_path(ws, level, item_id)
+    return ReviewRecord.model_validate_json(path.read_text()) if path.is_file() else None
 
 
 def stored_reviews(ws: Workspace) -> dict[str, ReviewRecord]:
@@ -382,6 +391,7 @@ class PullReport(BaseModel):
 def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport:
     """Fetch every level's annotations (one export request each), store changed ones, re-merge the tables."""
     report = PullReport()
+    stored = stored_reviews(ws)  # read once: compared against, then handed to the merge
     titles = {p["title"]: p["id"] for p in ls.projects()}
     for level in settings.levels:
         title = settings.project_title(ws, level)
@@ -394,15 +404,15 @@ def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport
                 continue
             seen += 1
             record = parse_annotation(level, task, annotation, title)
-            path = review_path(ws, level, record.item_id)
-            if path.is_file() and ReviewRecord.model_validate_json(path.read_text()) == record:
+            if stored.get(record.item_id) == record:
                 continue
-            atomic_write_json(path, record.model_dump(mode="json"))
+            atomic_write_json(review_path(ws, level, record.item_id), record.model_dump(mode="json"))
+            stored[record.item_id] = record
             changed += 1
         report.annotations_seen[level], report.new_or_changed[level] = seen, changed
     from hivau.tasks.merge import merge_workspace
 
-    merged = merge_workspace(ws)
+    merged = merge_workspace(ws, stored)
     report.tables_rewritten, report.recut, report.provenance = merged.tables_rewritten, merged.recut, merged.provenance
     report.requests = ls.requests
     return report

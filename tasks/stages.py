@@ -120,25 +120,16 @@ class RunSummary(BaseModel):
 
 def apply_reviewed_boundaries(item: VideoItem, ws: Workspace) -> VideoItem:
     """Plan on the event boundaries reviewers corrected, so a re-run keeps their correction."""
-    from hivau.tasks.merge import reclip
-    from hivau.tasks.review import review_path
+    from hivau.tasks.merge import merge_segments
+    from hivau.tasks.review import Tables, read_review
 
+    reviews = {e.event_id: r for e in item.planned_events
+               if (r := read_review(ws, "event", e.event_id)) is not None and r.start_s is not None}
+    if not reviews:
+        return item
     item = item.model_copy(deep=True)
-    events = []
-    for event in item.planned_events:
-        path = review_path(ws, "event", event.event_id)
-        if path.is_file():
-            from hivau.schemas.records import ReviewRecord
-
-            review = ReviewRecord.model_validate_json(path.read_text())
-            if review.start_s is not None:
-                event = event.model_copy(update={"start_s": review.start_s, "end_s": review.end_s,
-                                                 "provenance": "boundaries_corrected"})
-                own = [c for c in item.planned_clips if c.event_id == event.event_id]
-                kept, _ = reclip(own, review.start_s, review.end_s)
-                item.planned_clips = [c for c in item.planned_clips if c.event_id != event.event_id] + kept
-        events.append(event)
-    item.planned_events = events
+    item.planned_events, item.planned_clips, _ = merge_segments(
+        Tables(events=item.planned_events, clips=item.planned_clips), reviews)
     return item
 
 

@@ -51,3 +51,35 @@ def frame_index(frame: np.ndarray) -> int:
 def make_audio_only(path: Path) -> Path:
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(path))
     return path
+
+
+def prefect_cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class served_deployments:
+    """`python -m hivau.flows.serve` against a test Prefect server, until `deployment` is registered."""
+
+    def __init__(self, env: dict, deployment: str, log: Path, timeout_s: float = 120):
+        self.env, self.deployment, self.log, self.timeout_s = env, deployment, log, timeout_s
+
+    def __enter__(self) -> subprocess.Popen:
+        import sys
+        import time
+
+        out = open(self.log, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "hivau.flows.serve"], env=self.env, stdout=out,
+                                     stderr=out, start_new_session=True)
+        deadline = time.time() + self.timeout_s
+        while prefect_cli(self.env, "deployment", "inspect", self.deployment).returncode != 0:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.time() < deadline, f"{self.deployment} was not registered by the serve process"
+            time.sleep(1)
+        return self.proc
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

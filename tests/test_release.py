@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from helpers import prefect_cli, served_deployments
 
 from hivau.tasks.release import (
     TEMPLATES, ReleaseError, ReleaseSettings, build_release, split_of, verify_release,
@@ -87,24 +85,11 @@ def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fix
         verify_release(first)
 
 
-def _prefect(env, *args, timeout=120):
-    return subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_publishing_a_release_fires_retrain_on_the_local_prefect_server(prefect_server, fresh_workspace, tmp_path):
     env = prefect_server["env"]
-    log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "hivau.flows.serve"], env=env, stdout=log, stderr=log,
-                              start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while _prefect(env, "deployment", "inspect", "retrain/local").returncode != 0:
-            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            assert time.time() < deadline, "retrain/local was not registered"
-            time.sleep(1)
+    with served_deployments(env, "retrain/local", tmp_path / "serve.log"):
         params = json.dumps({"workspace": str(fresh_workspace), "release": {"include_unreviewed": True}})
-        run = _prefect(env, "deployment", "run", "publish-release/local", "--params", params, "--watch",
+        run = prefect_cli(env, "deployment", "run", "publish-release/local", "--params", params, "--watch",
                        "--watch-timeout", "300", timeout=360)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
         release = str(Workspace.at(fresh_workspace).releases / "v0001")
@@ -123,6 +108,3 @@ def test_publishing_a_release_fires_retrain_on_the_local_prefect_server(prefect_
         assert fired["state"] == "COMPLETED" and fired["parameters"] == {"release": release}
         assert fired["deployment_id"] == str(deployment.id)
         assert result_run.state.is_completed()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
