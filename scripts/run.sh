@@ -106,7 +106,7 @@ elif [ "$NEW_ACCOUNT" = no ]; then
 fi
 cat <<MSG
 Then bring the reviews back and publish the next release:
-  prefect deployment run sync-reviews/local --params '$SYNC'
-  .venv/bin/hivau release --workspace $WS            (reviewed text only; add --include-unreviewed for drafts)
+  PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run sync-reviews/local --params '$SYNC'
+  PREFECT_API_URL=$PREFECT_API_URL .venv/bin/hivau release --workspace $WS   (reviewed text only; --include-unreviewed adds drafts)
 Stop the servers and the deployment runner with: make stop
 MSG
