@@ -1,0 +1,144 @@
+"""A release as training data: its instruction rows, per-video event labels, motion targets and frames."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from hivau.models.motion_input import motion_frames
+from hivau.models.sampler import sample_indices, scores_to_frames, uniform_indices
+
+
+@dataclass
+class Row:
+    id: str
+    item_id: str
+    level: str
+    task: str
+    media: Path
+    prompt: str
+    answer: str
+    source_video: str
+
+
+@dataclass
+class VideoLabels:
+    """What the release says about one source video's anomalies."""
+
+    video_id: str
+    media: Path
+    is_anomaly: bool
+    events: list[tuple[float, float]] = field(default_factory=list)  # anomalous events, source-video seconds
+
+    @property
+    def weakly_labelled(self) -> bool:
+        """Anomalous, but no event says when: only the ranking loss can use it."""
+        return self.is_anomaly and not self.events
+
+
+def read_rows(release: Path, split: str, levels: Sequence[str] = ("clip", "event", "video"),
+              tasks: Optional[Sequence[str]] = None) -> list[Row]:
+    import pandas as pd
+
+    frame = pd.read_parquet(release / "data" / f"{split}.parquet")
+    frame = frame[frame.level.isin(levels)]
+    if tasks is not None:
+        frame = frame[frame.task.isin(tasks)]
+    return [Row(r.id, r.item_id, r.level, r.task, release / r.media_path, r.prompt, r.answer, r.source_video)
+            for r in frame.sort_values("id").itertuples()]
+
+
+def video_labels(release: Path, split: str) -> list[VideoLabels]:
+    """One entry per source video that has a video-level row (its media is the whole video)."""
+    import pandas as pd
+
+    frame = pd.read_parquet(release / "data" / f"{split}.parquet")
+    videos = frame[frame.level == "video"].drop_duplicates("item_id")
+    events = frame[(frame.level == "event") & frame.is_anomaly].drop_duplicates("item_id")
+    out = []
+    for v in videos.sort_values("item_id").itertuples():
+        spans = sorted((float(e.start_s), float(e.end_s)) for e in events[events.source_video == v.item_id].itertuples())
+        out.append(VideoLabels(v.item_id, release / v.media_path, bool(v.is_anomaly), spans))
+    return out
+
+
+def motion_targets(rows: Sequence[Row]) -> dict[str, str]:
+    """Per item, its motion phrases (the previous stage's extractor) from its caption or description."""
+    from hivau.tasks.motion import motion_phrases
+
+    out: dict[str, str] = {}
+    for row in rows:
+        if row.task in ("caption", "description") and row.item_id not in out:
+            out[row.item_id] = "; ".join(p.text for p in motion_phrases(row.answer))
+    return out
+
+
+class FrameStore:
+    """Frames and motion-masked frames of media files at the model's input size, cached on disk."""
+
+    def __init__(self, cache: Path, image_size: int, mask: str = "soft", threshold: float = 0.2):
+        self.cache, self.size, self.mask, self.threshold = cache, image_size, mask, threshold
+        cache.mkdir(parents=True, exist_ok=True)
+        self._lengths: dict[str, tuple[int, float]] = {}
+
+    def _reader(self, media: Path):
+        from hivau.tasks.frames import open_reader
+
+        return open_reader(str(media), width=self.size, height=self.size)
+
+    def length(self, media: Path) -> tuple[int, float]:
+        """(frame count, fps) of a media file."""
+        key = str(media)
+        if key not in self._lengths:
+            reader = self._reader(media)
+            self._lengths[key] = (len(reader), float(reader.get_avg_fps()))
+        return self._lengths[key]
+
+    def frames(self, media: Path, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(frames, motion frames), each (len(indices), size, size, 3) uint8."""
+        stat = media.stat()
+        key = json.dumps([str(media), stat.st_size, stat.st_mtime_ns, list(map(int, indices)), self.size,
+                          self.mask, self.threshold])
+        path = self.cache / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+        if path.is_file():
+            with np.load(path) as data:
+                return data["frames"], data["motion"]
+        reader = self._reader(media)
+        frames = reader.get_batch(list(map(int, indices))).asnumpy()
+        motion = motion_frames(reader, indices, self.mask, self.threshold, frames=frames)
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, frames=frames, motion=motion)
+        tmp.replace(path)
+        return frames, motion
+
+    def snippets(self, media: Path, stride: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """One frame every `stride` frames (the scorer's snippets) with their motion frames."""
+        n, _ = self.length(media)
+        indices = list(range(0, n, stride)) or [0]
+        return (indices, *self.frames(media, indices))
+
+
+def item_indices(level: str, n_frames: int, n: int, sampler: str, frame_scores: Optional[np.ndarray],
+                 tau: float, candidate_stride: int) -> list[int]:
+    """Clips take uniform frames; events and videos the configured sampler over every k-th frame's score."""
+    if level == "clip" or frame_scores is None:
+        return uniform_indices(n_frames, n)
+    candidates = np.arange(0, n_frames, candidate_stride)
+    picked = sample_indices(sampler, frame_scores[candidates], n, tau)
+    return [int(candidates[i]) for i in picked]
+
+
+def pad_frames(frames: np.ndarray, n: int) -> np.ndarray:
+    """Repeat the last frame so that every item has exactly n frames (short clips have fewer)."""
+    if len(frames) >= n:
+        return frames[:n]
+    return np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)])
+
+
+def spread_scores(snippet_scores: np.ndarray, stride: int, n_frames: int) -> np.ndarray:
+    return scores_to_frames(snippet_scores, stride, n_frames)

@@ -1,0 +1,229 @@
+"""`hivau-eval`: answers on a release's test split scored as Holmes-VAU reports them, plus the scorer's
+frame AUC and the sampler ablation (ATS / uniform / Top-K at the same N).
+
+    hivau-eval --model runs/tiny/model --release .state/workspace/releases/v0001
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+TEXT_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+SAMPLERS = ("ats", "uniform", "topk")
+
+
+class CaptionScorer:
+    """COCO caption metrics (pycocoevalcap, PTB-tokenised): BLEU-1..4, METEOR, ROUGE-L, CIDEr.
+
+    METEOR runs the reference Java implementation in one process kept for the scorer's life; without
+    Java it is reported as None, never guessed.
+    """
+
+    def __init__(self, meteor: bool = True):
+        self._meteor = None
+        if meteor and shutil.which("java"):
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            self._meteor = Meteor()
+
+    def __enter__(self) -> "CaptionScorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._meteor is not None:
+            self._meteor.meteor_p.kill()
+            self._meteor.meteor_p.wait()
+
+    @staticmethod
+    def tokenize(texts: dict[str, list[str]]) -> dict[str, list[str]]:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        return PTBTokenizer().tokenize({k: [{"caption": t or "empty"} for t in v] for k, v in texts.items()})
+
+    def score_tokenized(self, gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+
+        if not res:
+            return {"n": 0}
+        out: dict = {"n": len(res)}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
+        out["METEOR"] = float(self._meteor.compute_score(gts, res)[0]) if self._meteor else None
+        out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+        out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+        return out
+
+    def score(self, references: dict[str, list[str]], hypotheses: dict[str, str]) -> dict:
+        """Metrics over id -> reference texts and id -> one hypothesis."""
+        if not hypotheses:
+            return {"n": 0}
+        gts = self.tokenize({k: references[k] for k in hypotheses})
+        res = self.tokenize({k: [h] for k, h in hypotheses.items()})
+        return self.score_tokenized(gts, res)
+
+
+def generate_answers(model, store, rows, frames: dict, batch_size: int, max_new_tokens: int) -> dict[str, str]:
+    import torch
+
+    out = {}
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        video = torch.from_numpy(np.stack([frames[r.item_id][0] for r in batch]))
+        motion = torch.from_numpy(np.stack([frames[r.item_id][1] for r in batch]))
+        answers = model.generate(video, motion, [r.prompt for r in batch], max_new_tokens=max_new_tokens)
+        out.update({r.id: a for r, a in zip(batch, answers)})
+    return out
+
+
+def score_rows(rows, answers: dict[str, str], scorer: CaptionScorer) -> dict:
+    """Metrics per level, and per level and task ("clip:caption", "event:qa", ...); tokenised once."""
+    gts = scorer.tokenize({r.id: [r.answer] for r in rows})
+    res = scorer.tokenize({r.id: [answers[r.id]] for r in rows})
+    groups: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        groups[row.level].append(row.id)
+        groups[f"{row.level}:{row.task}"].append(row.id)
+    return {name: scorer.score_tokenized({i: gts[i] for i in ids}, {i: res[i] for i in ids})
+            for name, ids in sorted(groups.items())}
+
+
+def scorer_auc(model, store, release: Path) -> dict:
+    """Frame-level ROC AUC of the anomaly scorer over all test videos' frames, pooled."""
+    from hivau.models.data import video_labels
+    from hivau.models.scorer import frame_labels, roc_auc
+    from hivau.models.train import frame_scores
+
+    labels, scores = [], []
+    videos = video_labels(release, "test")
+    for v in videos:
+        n, fps = store.length(v.media)
+        labels.append(frame_labels(n, fps, v.events))
+        scores.append(frame_scores(model, store, v.media, "cpu"))
+    if not videos:
+        return {"auc": None, "videos": 0}
+    labels, scores = np.concatenate(labels), np.concatenate(scores)
+    auc = roc_auc(labels, scores)
+    return {"auc": None if np.isnan(auc) else auc, "videos": len(videos), "frames": int(len(labels)),
+            "anomalous_frames": int(labels.sum())}
+
+
+def headline(metrics: dict) -> dict:
+    """The figures a new model must not fall below: mean BLEU-4 and CIDEr over levels, and scorer AUC."""
+    levels = [metrics["text"][k] for k in ("clip", "event", "video") if metrics["text"].get(k, {}).get("n")]
+    mean = lambda key: float(np.mean([m[key] for m in levels])) if levels else None  # noqa: E731
+    return {"bleu4": mean("BLEU-4"), "cider": mean("CIDEr"), "auc": metrics["scorer"].get("auc")}
+
+
+def not_worse(new: dict, old: Optional[dict], tolerance: float = 0.01) -> tuple[bool, list[str]]:
+    """True when no headline figure of `new` is below `old`'s by more than `tolerance`; and the reasons."""
+    if not old:
+        return True, ["no previous model"]
+    reasons = []
+    for key, value in new.items():
+        before = old.get(key)
+        if value is not None and before is not None and value < before - tolerance:
+            reasons.append(f"{key} fell from {before:.4f} to {value:.4f}")
+    return not reasons, reasons or ["no headline figure fell"]
+
+
+def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Path] = None,
+             samplers: Sequence[str] = SAMPLERS, batch_size: int = 16, max_rows: Optional[int] = None,
+             meteor: bool = True, cache: Optional[Path] = None) -> dict:
+    import torch
+
+    from hivau.models.config import TrainConfig
+    from hivau.models.data import FrameStore, read_rows
+    from hivau.models.io import load_model, read_config
+    from hivau.models.train import item_frames
+
+    model_dir, release = Path(model_dir), Path(release).resolve()
+    config = read_config(model_dir)
+    model = load_model(model_dir)
+    train_cfg = TrainConfig.model_validate({k: v for k, v in config.get("train", {}).items()
+                                            if k in TrainConfig.model_fields})
+    out = Path(out) if out else model_dir
+    out.mkdir(parents=True, exist_ok=True)
+    store = FrameStore(cache or out / "eval_cache", model.cfg.vision["image_size"], model.cfg.motion_mask,
+                       model.cfg.motion_threshold)
+    rows = read_rows(release, "test")[:max_rows]
+    if not rows:
+        raise ValueError(f"{release} has no test rows to evaluate on")
+    torch.manual_seed(0)
+    frames = item_frames(model, store, rows, train_cfg, "cpu", sampler=train_cfg.sampler)
+    answers = generate_answers(model, store, rows, frames, batch_size, model.cfg.max_answer_tokens)
+    long_rows = [r for r in rows if r.level in ("event", "video")]
+    with CaptionScorer(meteor) as scorer:
+        metrics = {"model": str(model_dir), "release": str(release), "sampler": train_cfg.sampler,
+                   "text": score_rows(rows, answers, scorer), "scorer": scorer_auc(model, store, release)}
+        ablation = {}
+        for name in samplers:
+            said = answers
+            if name != train_cfg.sampler:
+                picked = item_frames(model, store, long_rows, train_cfg, "cpu", name)
+                said = generate_answers(model, store, long_rows, picked, batch_size, model.cfg.max_answer_tokens)
+            ablation[name] = {lvl: m for lvl, m in score_rows(long_rows, said, scorer).items() if ":" not in lvl}
+    metrics["ablation"] = ablation
+    metrics["headline"] = headline(metrics)
+    metrics["examples"] = [{"id": r.id, "prompt": r.prompt, "reference": r.answer, "answer": answers[r.id]}
+                           for r in rows[:20]]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.md").write_text(metrics_table(metrics))
+    return metrics
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def metrics_rows(metrics: dict) -> list[dict]:
+    """One row per level (and level:task) with every text metric; the table artifact's rows."""
+    return [{"group": name, "n": m.get("n", 0), **{k: m.get(k) for k in TEXT_METRICS}}
+            for name, m in metrics["text"].items()]
+
+
+def metrics_table(metrics: dict, previous: Optional[dict] = None) -> str:
+    lines = ["| group | n | " + " | ".join(TEXT_METRICS) + " |", "|" + "---|" * (len(TEXT_METRICS) + 2)]
+    lines += [f"| {r['group']} | {r['n']} | " + " | ".join(_fmt(r[k]) for k in TEXT_METRICS) + " |"
+              for r in metrics_rows(metrics)]
+    lines += ["", f"Scorer frame AUC: {_fmt(metrics['scorer'].get('auc'))} over {metrics['scorer'].get('videos')} "
+                  "test videos", "", "| sampler | level | BLEU-4 | CIDEr | METEOR |", "|---|---|---|---|---|"]
+    for name, levels in metrics.get("ablation", {}).items():
+        lines += [f"| {name} | {lvl} | {_fmt(m.get('BLEU-4'))} | {_fmt(m.get('CIDEr'))} | {_fmt(m.get('METEOR'))} |"
+                  for lvl, m in levels.items()]
+    if previous:
+        lines += ["", "| headline | previous | this |", "|---|---|---|"]
+        lines += [f"| {k} | {_fmt(previous['headline'].get(k))} | {_fmt(v)} |" for k, v in metrics["headline"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="hivau-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a model folder written by hivau-train")
+    parser.add_argument("--release", required=True)
+    parser.add_argument("--out", help="where metrics.json goes (default: the model folder)")
+    parser.add_argument("--previous", help="metrics.json of the model to compare with")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-rows", type=int)
+    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
+    args = parser.parse_args(argv)
+    metrics = evaluate(args.model, args.release, args.out, batch_size=args.batch_size, max_rows=args.max_rows,
+                       meteor=not args.no_meteor)
+    previous = json.loads(Path(args.previous).read_text()) if args.previous else None
+    print(metrics_table(metrics, previous))
+    if previous:
+        ok, why = not_worse(metrics["headline"], previous.get("headline"))
+        print(("not worse than the previous model: " if ok else "worse than the previous model: ") + "; ".join(why))
+
+
+if __name__ == "__main__":
+    main()

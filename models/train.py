@@ -1,0 +1,351 @@
+"""`hivau-train`: fine-tune the ATS / motion video LLM on a release (scorer first, then the language model).
+
+    hivau-train --release .state/workspace/releases/v0001 --preset tiny --out runs/tiny
+    torchrun --nproc_per_node 2 -m hivau.models.train --config configs/tiny.yaml   # DDP (gloo on CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from hivau.models.config import ModelConfig, TrainConfig
+from hivau.models.data import FrameStore, Row, item_indices, motion_targets, pad_frames, read_rows, video_labels
+from hivau.models.sampler import scores_to_frames
+from hivau.models.scorer import mil_ranking, snippet_bce, snippet_targets
+
+
+# ---------------------------------------------------------------- set-up
+def setup_distributed(device: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); starts a process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def log(out: Path, rank: int, record: dict) -> None:
+    if rank != 0:
+        return
+    line = json.dumps(record)
+    print(line, flush=True)
+    with open(out / "train_log.jsonl", "a") as fh:
+        fh.write(line + "\n")
+
+
+def build_tokenizer(cfg: TrainConfig, model_cfg: Optional[ModelConfig], rows: list[Row], motion: dict[str, str]):
+    """The tiny preset trains a tokenizer on the release's training text; otherwise the LM's own."""
+    from hivau.models.presets import train_tokenizer
+    from hivau.models.vlm import MOTION_PROMPT
+
+    if model_cfg is not None and model_cfg.text_path:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model_cfg.text_path)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+    texts = [t for r in rows for t in (r.prompt, r.answer)] + list(motion.values()) + [MOTION_PROMPT]
+    return train_tokenizer(sorted(set(texts)), vocab_size=2000)
+
+
+def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    from hivau.models.presets import tiny
+
+    if cfg.preset == "tiny":
+        base = tiny(vocab_size)
+        return base.model_copy(update=cfg.model.model_dump(exclude_unset=True)) if cfg.model else base
+    if cfg.model is None:
+        raise ValueError("give --preset tiny or a config file with a `model:` section")
+    return cfg.model
+
+
+# ---------------------------------------------------------------- stage 1: the anomaly scorer
+def snippet_scores(model, store: FrameStore, media: Path, device) -> np.ndarray:
+    """Sigmoid scores of one media file's snippets."""
+    _, frames, motion = store.snippets(media, model.cfg.scorer.stride)
+    with torch.no_grad():
+        feats = model.snippet_features(torch.from_numpy(frames).to(device), torch.from_numpy(motion).to(device))
+        return torch.sigmoid(model.scorer(feats[None]))[0].float().cpu().numpy()
+
+
+def frame_scores(model, store: FrameStore, media: Path, device) -> np.ndarray:
+    n, _ = store.length(media)
+    return scores_to_frames(snippet_scores(model, store, media, device), model.cfg.scorer.stride, n)
+
+
+def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, device, out: Path, rank: int) -> dict:
+    """Per-snippet BCE on videos whose events are known; MIL ranking for anomalous videos without events.
+
+    Every rank runs the same deterministic loop (it is small), so the ranks agree without communicating.
+    """
+    scfg = model.cfg.scorer
+    videos = video_labels(release, "train")
+    if not videos:
+        return {"scorer_videos": 0}
+    data = []
+    for v in videos:
+        _, frames, motion = store.snippets(v.media, scfg.stride)
+        _, fps = store.length(v.media)
+        data.append((v, torch.from_numpy(frames).to(device), torch.from_numpy(motion).to(device),
+                     torch.from_numpy(snippet_targets(len(frames), scfg.stride, fps, v.events)).to(device)))
+    params = list(model.scorer.parameters())
+    if scfg.train_encoders:
+        params += [p for b in (model.video, model.motion) for p in b.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=scfg.lr)
+    frozen_feats = None
+    if not scfg.train_encoders:
+        with torch.no_grad():
+            frozen_feats = [model.snippet_features(f, m) for _, f, m, _ in data]
+    normal = [i for i, (v, *_rest) in enumerate(data) if not v.is_anomaly]
+    gen = torch.Generator().manual_seed(cfg.seed)
+    last = {}
+    for epoch in range(scfg.epochs):
+        total = 0.0
+        for i in torch.randperm(len(data), generator=gen).tolist():
+            v, frames, motion, target = data[i]
+            feats = frozen_feats[i] if frozen_feats is not None else model.snippet_features(frames, motion)
+            logits = model.scorer(feats[None])[0]
+            if v.weakly_labelled:
+                if not normal:
+                    continue
+                j = normal[int(torch.randint(len(normal), (1,), generator=gen))]
+                with torch.no_grad() if frozen_feats is not None else torch.enable_grad():
+                    other = frozen_feats[j] if frozen_feats is not None else model.snippet_features(*data[j][1:3])
+                loss = scfg.mil_weight * mil_ranking(logits, model.scorer(other[None])[0])
+            else:
+                loss = snippet_bce(logits, target, torch.ones_like(target))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss)
+        last = {"stage": "scorer", "epoch": epoch + 1, "loss": round(total / len(data), 5)}
+        if (epoch + 1) % 10 == 0 or epoch + 1 == scfg.epochs:
+            log(out, rank, last)
+    return {"scorer_videos": len(data), "scorer_weak": sum(v.weakly_labelled for v, *_ in data), **last}
+
+
+# ---------------------------------------------------------------- stage 2: the video LLM
+def item_frames(model, store: FrameStore, rows: list[Row], cfg: TrainConfig, device,
+                sampler: Optional[str] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Frames per item: uniform for clips, the sampler over scorer scores for events and videos."""
+    out = {}
+    n = model.cfg.n_frames
+    for row in rows:
+        if row.item_id in out:
+            continue
+        count, _ = store.length(row.media)
+        scores = frame_scores(model, store, row.media, device) if row.level != "clip" else None
+        indices = item_indices(row.level, count, n, sampler or cfg.sampler, scores, cfg.tau, cfg.candidate_stride)
+        frames, motion = store.frames(row.media, indices)
+        out[row.item_id] = (pad_frames(frames, n), pad_frames(motion, n))
+    return out
+
+
+def micro_batches(n_rows: int, step: int, cfg: TrainConfig, rank: int, world: int, steps_per_epoch: int):
+    """Row indices of each micro-batch of one optimiser step: a function of (seed, step) only, so that a
+    resumed run sees exactly the batches the uninterrupted one would."""
+    epoch, within = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(n_rows)
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    chunk = order[within * per_step:(within + 1) * per_step]
+    for m in range(cfg.grad_accum):
+        start = (m * world + rank) * cfg.batch_size
+        yield chunk[start:start + cfg.batch_size].tolist()
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    encoders = [p for b in (model.video, model.motion) for p in b.encoder.parameters() if p.requires_grad]
+    ids = {id(p) for p in encoders}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if encoders:
+        groups.append({"params": encoders, "lr": cfg.encoder_lr or cfg.lr})
+    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+
+def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, meta: dict) -> None:
+    path = out / "checkpoints" / f"step-{step:07d}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                                                         "torch": torch.get_rng_state()}, "meta": meta}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    (out / "checkpoints" / "latest").write_text(path.name)
+
+
+def latest_checkpoint(out: Path) -> Optional[Path]:
+    pointer = out / "checkpoints" / "latest"
+    return out / "checkpoints" / pointer.read_text().strip() if pointer.is_file() else None
+
+
+def restore(path: Path, model, optimizer, scheduler) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"])
+
+
+def model_card(cfg: TrainConfig, model_cfg: ModelConfig, summary: dict) -> str:
+    return "\n".join([
+        "# hivau video LLM", "",
+        "An ATS / motion-aware video LLM (Holmes-VAU sampler, HAWK motion branch) trained by `hivau-train`.", "",
+        f"- release: `{cfg.release}`",
+        f"- preset: `{cfg.preset or 'config'}`; LM training: `{model_cfg.lm_train}`; encoders frozen: {model_cfg.freeze_encoders}",
+        f"- frames per item: {model_cfg.n_frames} ({cfg.sampler} for events and videos, uniform for clips)",
+        f"- loss: L_VL + {cfg.t1} L_MV + {cfg.t2} L_ML; steps: {summary.get('steps')}; seconds: {summary.get('seconds')}",
+        "", "Load with `hivau.models.io.load_model(path)`; evaluate with `hivau-eval --model PATH --release DIR`.", ""])
+
+
+def train(cfg: TrainConfig) -> dict:
+    if not cfg.release or not cfg.out:
+        raise ValueError("a release folder and an output folder are required (--release, --out)")
+    release, out = Path(cfg.release).resolve(), Path(cfg.out).resolve()
+    if not (release / "manifest.json").is_file():
+        raise FileNotFoundError(f"{release} is not a hivau release (no manifest.json)")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    rank, world, device = setup_distributed(cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    started = time.time()
+
+    rows = read_rows(release, "train", cfg.levels, cfg.tasks)
+    if not rows:
+        raise ValueError(f"{release} has no training rows for levels {cfg.levels} and tasks {cfg.tasks}")
+    motion = motion_targets(rows)
+    from hivau.models.vlm import HivauVLM
+
+    tokenizer = build_tokenizer(cfg, cfg.model if cfg.preset != "tiny" else None, rows, motion)
+    model_cfg = model_config(cfg, len(tokenizer))
+    model = HivauVLM(model_cfg, tokenizer).to(device)
+    store = FrameStore(out / "cache" / "frames", model_cfg.vision["image_size"], model_cfg.motion_mask,
+                       model_cfg.motion_threshold)
+
+    per_step = cfg.batch_size * cfg.grad_accum * world
+    steps_per_epoch = max(1, len(rows) // per_step)
+    total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    model.scorer.requires_grad_(True)
+    checkpoint = latest_checkpoint(out)
+    scorer_report = {}
+    if checkpoint is None:
+        scorer_report = train_scorer(model, store, release, cfg, device, out, rank)
+    model.scorer.requires_grad_(False)  # stage 2 trains the language side only
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total, cfg))
+    step = restore(checkpoint, model, optimizer, scheduler) if checkpoint else 0
+    if checkpoint:
+        log(out, rank, {"resumed_from": checkpoint.name, "step": step})
+
+    frames = item_frames(model, store, rows, cfg, device)
+    ddp = model
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True,
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
+    model.train()
+    meta = {"release": str(release), "world": world}
+    while step < total:
+        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
+            log(out, rank, {"stopped": "max_minutes", "step": step})
+            break
+        optimizer.zero_grad(set_to_none=True)
+        batches = list(micro_batches(len(rows), step, cfg, rank, world, steps_per_epoch))
+        sums = {"total": 0.0, "vl": 0.0, "mv": 0.0, "ml": 0.0}
+        for m, batch in enumerate(batches):
+            picked = [rows[i] for i in batch]
+            video = torch.from_numpy(np.stack([frames[r.item_id][0] for r in picked])).to(device)
+            moving = torch.from_numpy(np.stack([frames[r.item_id][1] for r in picked])).to(device)
+            sync = m == len(batches) - 1 or world == 1
+            context = ddp.no_sync() if (world > 1 and not sync) else torch.enable_grad()
+            with context, autocast:
+                losses = ddp(video, moving, [r.prompt for r in picked], [r.answer for r in picked],
+                             [motion.get(r.item_id, "") for r in picked], t1=cfg.t1, t2=cfg.t2)
+                (losses.total / len(batches)).backward()
+            for k, v in losses.as_floats().items():
+                sums[k] += v / len(batches)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == total:
+            log(out, rank, {"stage": "vlm", "step": step, "lr": scheduler.get_last_lr()[0],
+                            **{k: round(v, 4) for k, v in sums.items()}, "elapsed_s": round(time.time() - started, 1)})
+        if rank == 0 and (step % cfg.save_every == 0):
+            save_checkpoint(out, step, model, optimizer, scheduler, meta)
+    summary = {"steps": step, "seconds": round(time.time() - started, 1), "rows": len(rows), "world": world,
+               "device": str(device), **scorer_report}
+    if rank == 0:
+        from hivau.models.io import save_model
+
+        save_checkpoint(out, step, model, optimizer, scheduler, meta)
+        save_model(model, out / "model", model_card(cfg, model_cfg, summary),
+                   extra={"release": str(release), "train": cfg.model_dump(mode="json", exclude={"model"}),
+                          "summary": summary})
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def parse_args(argv=None) -> TrainConfig:
+    parser = argparse.ArgumentParser(prog="hivau-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML or JSON TrainConfig; the flags below override it")
+    parser.add_argument("--release")
+    parser.add_argument("--out")
+    parser.add_argument("--preset", choices=["tiny"])
+    for name, kind in [("seed", int), ("epochs", float), ("max_steps", int), ("max_minutes", float),
+                       ("batch_size", int), ("grad_accum", int), ("lr", float), ("t1", float), ("t2", float),
+                       ("num_threads", int), ("save_every", int), ("log_every", int)]:
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
+    parser.add_argument("--sampler", choices=["ats", "uniform", "topk"])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    base = TrainConfig.load(args.pop("config")).model_dump(exclude_unset=True) if "config" in args else {}
+    return TrainConfig.model_validate({**base, **args})
+
+
+def main(argv=None) -> None:
+    summary = train(parse_args(argv))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"done": summary}))
+
+
+if __name__ == "__main__":
+    main()
