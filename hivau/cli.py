@@ -61,12 +61,13 @@ def build(
 
 @app.command("demo-data")
 def demo_data(out: Path = typer.Argument(..., help="output folder"), seed: int = typer.Option(0, "--seed"),
-              faults: bool = typer.Option(True, "--faults/--no-faults", help="include two deliberately bad inputs")):
+              faults: bool = typer.Option(True, "--faults/--no-faults", help="include two deliberately bad inputs"),
+              sets: int = typer.Option(1, "--sets", min=1, help="sets of 8 scenes (more data for training)")):
     """Render the deterministic demo videos and their HIVAU-format annotations."""
     from hivau.demo import build_scenes, write_demo
 
-    with console.status(f"rendering {len(build_scenes(seed))} demo videos into {out}"):
-        annotations = write_demo(out, seed=seed, with_faults=faults)
+    with console.status(f"rendering {len(build_scenes(seed)) * sets} demo videos into {out}"):
+        annotations = write_demo(out, seed=seed, with_faults=faults, sets=sets)
     console.print(f"wrote {len(annotations)} videos to {out / 'videos'} and {out / 'annotations.json'}")
 
 

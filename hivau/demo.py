@@ -267,8 +267,11 @@ def _car(color: str, y: float, t0: float, t1: float, left_to_right: bool) -> Act
     return Actor(f"{color} car", "car", color, [Key(t0, xa, y, "drive"), Key(t1, xb, y, "drive")])
 
 
-def build_scenes(seed: int) -> list[Scene]:
-    rng = random.Random(seed)
+def build_scenes(seed: int, index: int = 0) -> list[Scene]:
+    """One set of scenes (five anomalies, three normal videos); set `index` > 0 draws a different set with ids
+    numbered after it, so that several sets make a bigger data set (for the trainer's learning check)."""
+    rng = random.Random(seed if index == 0 else f"{seed}:{index}")
+    n = f"{index:03d}"
     colors = list(COLORS)
 
     def pick(k):
@@ -281,7 +284,7 @@ def build_scenes(seed: int) -> list[Scene]:
     faller = Actor(f"person in {_a(c1)} shirt", "person", c1,
                    [Key(0.0, -10, 186, "walk"), Key(tf, 150, 186, "fall"), Key(tf + 1.0, 150, 186, "lie"),
                     Key(20.0, 150, 186, "lie")])
-    scenes.append(Scene("demo_fall_000", ["Falling"], 20.0, 25, [faller, _car(c2, 112, 2.0, 9.0, True)],
+    scenes.append(Scene(f"demo_fall_{n}", ["Falling"], 20.0, 25, [faller, _car(c2, 112, 2.0, 9.0, True)],
                         events=[(tf, tf + 6.0)], clip_splits=[[(tf, tf + 1.0), (tf + 1.0, tf + 6.0)]]))
     # Fight: two people meet and fight.
     c1, c2, c3 = pick(3)
@@ -292,13 +295,13 @@ def build_scenes(seed: int) -> list[Scene]:
     b = Actor(f"person in {_a(c2)} shirt", "person", c2,
               [Key(0.0, W + 10, 76, "walk"), Key(tm, 166, 76, "fight", f"person in {_a(c1)} shirt"),
                Key(tm + 6, 166, 76, "walk"), Key(24.0, W + 10, 76, "walk")])
-    scenes.append(Scene("demo_fight_000", ["Fighting"], 24.0, 30, [a, b, _walker(c3, 186, 1.0, 14.0, True)],
+    scenes.append(Scene(f"demo_fight_{n}", ["Fighting"], 24.0, 30, [a, b, _walker(c3, 186, 1.0, 14.0, True)],
                         events=[(tm, tm + 6.0)], clip_splits=[[(tm, tm + 3.0), (tm + 3.0, tm + 6.0)]]))
     # Running: someone sprints across while others walk.
     c1, c2 = pick(2)
     tr = round(rng.uniform(8, 10), 1)
     runner = Actor(f"person in {_a(c1)} shirt", "person", c1, [Key(tr, W + 10, 186, "run"), Key(tr + 3.0, -10, 186, "run")])
-    scenes.append(Scene("demo_running_000", ["Running"], 20.0, 15,
+    scenes.append(Scene(f"demo_running_{n}", ["Running"], 20.0, 15,
                         [runner, _walker(c2, 76, 0.0, 18.0, True)],
                         events=[(tr, tr + 3.0)], clip_splits=[[(tr, tr + 1.5), (tr + 1.5, tr + 3.0)]]))
     # Vehicle collision: two cars in one lane meet head-on.
@@ -308,13 +311,13 @@ def build_scenes(seed: int) -> list[Scene]:
                                              Key(tc + 1.0, 141, 120, "stopped"), Key(22.0, 141, 120, "stopped")])
     car_b = Actor(f"{c2} car", "car", c2, [Key(0.0, W + 20, 120, "drive"), Key(tc, 179, 120, "crash", f"{c1} car"),
                                              Key(tc + 1.0, 179, 120, "stopped"), Key(22.0, 179, 120, "stopped")])
-    scenes.append(Scene("demo_collision_000", ["RoadAccidents"], 22.0, 30, [car_a, car_b],
+    scenes.append(Scene(f"demo_collision_{n}", ["RoadAccidents"], 22.0, 30, [car_a, car_b],
                         effects=[Effect("sparks", tc, tc + 1.0, 160, 120)],
                         events=[(tc - 1.0, tc + 5.0)], clip_splits=[[(tc - 1.0, tc + 1.0), (tc + 1.0, tc + 5.0)]]))
     # Explosion near the buildings.
     c1 = pick(1)[0]
     te = round(rng.uniform(8, 10), 1)
-    scenes.append(Scene("demo_explosion_000", ["Explosion"], 20.0, 24, [_walker(c1, 186, 0.0, 7.0, False)],
+    scenes.append(Scene(f"demo_explosion_{n}", ["Explosion"], 20.0, 24, [_walker(c1, 186, 0.0, 7.0, False)],
                         effects=[Effect("explosion", te, te + 4.0, 220, 40)],
                         events=[(te, te + 4.0)], clip_splits=[[(te, te + 1.0), (te + 1.0, te + 4.0)]]))
     # Normal videos: walkers and traffic only.
@@ -322,7 +325,7 @@ def build_scenes(seed: int) -> list[Scene]:
         c1, c2, c3 = pick(3)
         actors = [_walker(c1, 76, 0.0, 14.0, True), _walker(c2, 186, 5.0, 19.0, False),
                   _car(c3, 112 if k % 2 else 150, 3.0 + k, 9.0 + k, k % 2 == 0)]
-        scene = Scene(f"demo_normal_{k:03d}", [], 20.0, 25 if k != 1 else 30, actors)
+        scene = Scene(f"demo_normal_{3 * index + k:03d}", [], 20.0, 25 if k != 1 else 30, actors)
         if k == 0:  # one normal video comes with annotated normal events, as in HIVAU-70k
             scene.events = [(2.0, 8.0), (12.0, 18.0)]
             scene.clip_splits = [[(2.0, 5.0), (5.0, 8.0)], [(12.0, 15.0), (15.0, 18.0)]]
@@ -340,7 +343,7 @@ def hivau_entry(scene: Scene) -> dict:
     }
 
 
-def write_demo(out: str | Path, seed: int = 0, with_faults: bool = True) -> dict:
+def write_demo(out: str | Path, seed: int = 0, with_faults: bool = True, sets: int = 1) -> dict:
     """Render the demo set into `out/videos` and write `out/annotations.json`; returns the annotation dict.
 
     With faults, two deliberately bad inputs show the quarantine at work: a truncated video file and an
@@ -349,9 +352,10 @@ def write_demo(out: str | Path, seed: int = 0, with_faults: bool = True) -> dict
     out = Path(out)
     videos = out / "videos"
     annotations = {}
-    for k, scene in enumerate(build_scenes(seed)):
-        render_video(scene, videos / f"{scene.video_id}.mp4", seed * 1000 + k)
-        annotations[scene.video_id] = hivau_entry(scene)
+    for index in range(sets):
+        for k, scene in enumerate(build_scenes(seed, index)):
+            render_video(scene, videos / f"{scene.video_id}.mp4", seed * 1000 + index * 100 + k)
+            annotations[scene.video_id] = hivau_entry(scene)
     if with_faults:
         good = (videos / "demo_normal_002.mp4").read_bytes()
         (videos / "demo_broken_000.mp4").write_bytes(good[: len(good) // 3])
@@ -362,9 +366,9 @@ def write_demo(out: str | Path, seed: int = 0, with_faults: bool = True) -> dict
         annotations["demo_normal_002"]["clips_caption"] = [["(deliberately wrong: this event runs past the video's end)"]]
     (out / "annotations.json").write_text(json.dumps(annotations, indent=2))
     (out / "README.md").write_text(
-        "# hivau demo data\n\nRendered by `hivau demo-data` (seed %d): procedurally drawn surveillance scenes with "
+        "# hivau demo data\n\nRendered by `hivau demo-data` (seed %d, %d sets): procedurally drawn surveillance scenes with "
         "anomalies at known times. `annotations.json` is in the HIVAU-70k raw format; its clip captions are "
         "derived from the same actor tracks that drew the frames.\n%s" % (
-            seed, "\nDeliberate faults (to show the quarantine): `demo_broken_000.mp4` is truncated, and "
+            seed, sets, "\nDeliberate faults (to show the quarantine): `demo_broken_000.mp4` is truncated, and "
                   "`demo_normal_002` has an event that ends past the video.\n" if with_faults else ""))
     return annotations

@@ -64,6 +64,9 @@ class TrainConfig(Strict):
     epochs: float = 3.0
     max_steps: Optional[int] = None
     max_minutes: Optional[float] = Field(None, description="stop (and save) after this much wall time")
+    stop_at: Optional[int] = Field(None, description="stop (and save) at this step; the next run resumes exactly, "
+                                                     "on the schedule of max_steps/epochs")
+    scorer_epochs: Optional[int] = Field(None, description="override the model's scorer epochs (0: untrained)")
     batch_size: int = 8
     grad_accum: int = 1
     lr: float = 2e-4

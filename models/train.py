@@ -74,11 +74,14 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     from hivau.models.presets import tiny
 
     if cfg.preset == "tiny":
-        base = tiny(vocab_size)
-        return base.model_copy(update=cfg.model.model_dump(exclude_unset=True)) if cfg.model else base
-    if cfg.model is None:
+        model = tiny(vocab_size)
+    elif cfg.model is None:
         raise ValueError("give --preset tiny or a config file with a `model:` section")
-    return cfg.model
+    else:
+        model = cfg.model
+    if cfg.scorer_epochs is not None:
+        model = model.model_copy(update={"scorer": model.scorer.model_copy(update={"epochs": cfg.scorer_epochs})})
+    return model
 
 
 # ---------------------------------------------------------------- stage 1: the anomaly scorer
@@ -139,7 +142,7 @@ def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, devi
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += float(loss.detach())
         last = {"stage": "scorer", "epoch": epoch + 1, "loss": round(total / len(data), 5)}
         if (epoch + 1) % 10 == 0 or epoch + 1 == scfg.epochs:
             log(out, rank, last)
@@ -221,6 +224,16 @@ def restore(path: Path, model, optimizer, scheduler) -> int:
     return int(state["step"])
 
 
+def weights_digest(model) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def model_card(cfg: TrainConfig, model_cfg: ModelConfig, summary: dict) -> str:
     return "\n".join([
         "# hivau video LLM", "",
@@ -280,7 +293,7 @@ def train(cfg: TrainConfig) -> dict:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
     model.train()
     meta = {"release": str(release), "world": world}
-    while step < total:
+    while step < min(total, cfg.stop_at or total):
         if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
             log(out, rank, {"stopped": "max_minutes", "step": step})
             break
@@ -310,6 +323,8 @@ def train(cfg: TrainConfig) -> dict:
             save_checkpoint(out, step, model, optimizer, scheduler, meta)
     summary = {"steps": step, "seconds": round(time.time() - started, 1), "rows": len(rows), "world": world,
                "device": str(device), **scorer_report}
+    if world > 1:  # each rank records a digest of its weights: DDP keeps them identical
+        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "digest": weights_digest(model)}))
     if rank == 0:
         from hivau.models.io import save_model
 
@@ -332,7 +347,8 @@ def parse_args(argv=None) -> TrainConfig:
     parser.add_argument("--preset", choices=["tiny"])
     for name, kind in [("seed", int), ("epochs", float), ("max_steps", int), ("max_minutes", float),
                        ("batch_size", int), ("grad_accum", int), ("lr", float), ("t1", float), ("t2", float),
-                       ("num_threads", int), ("save_every", int), ("log_every", int)]:
+                       ("num_threads", int), ("save_every", int), ("log_every", int),
+                       ("stop_at", int), ("scorer_epochs", int)]:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     parser.add_argument("--sampler", choices=["ats", "uniform", "topk"])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])

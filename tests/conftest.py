@@ -152,3 +152,16 @@ def fresh_workspace(built_demo, review_root, request) -> Path:
     dst = review_root / request.node.name.replace("[", "-").replace("]", "")
     shutil.copytree(built_demo, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def demo_release(built_demo, review_root) -> Path:
+    """A release of the built demo (drafts included, 30% of videos held out) for the trainer's tests."""
+    import shutil
+
+    from hivau.tasks.release import ReleaseSettings, build_release
+    from hivau.workspace import Workspace
+
+    ws = review_root / "trainer-demo"
+    shutil.copytree(built_demo, ws)
+    return build_release(Workspace.at(ws), ReleaseSettings(include_unreviewed=True, test_fraction=0.3))
