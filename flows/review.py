@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from hivau.tasks.release import ReleaseSettings, build_release, verify_release
 from hivau.tasks.review import PullReport, PushReport, ReviewSettings, connect, pull, push
@@ -97,16 +97,102 @@ def wait_for_retrain(release: str, timeout_s: float = 300) -> dict:
     raise TimeoutError(f"no finished retrain run for {release} within {timeout_s:.0f} s")
 
 
+class RetrainSettings(BaseModel):
+    """How `retrain` trains and judges a model; the deployment's defaults come from $HIVAU_RETRAIN_SETTINGS."""
+
+    preset: Optional[Literal["tiny"]] = Field("tiny", description="tiny: small models built in-process (CPU)")
+    config: Optional[str] = Field(None, description="a hivau-train config file (YAML/JSON) instead of the preset")
+    epochs: float = 30.0
+    max_steps: Optional[int] = None
+    max_minutes: Optional[float] = Field(20.0, description="wall-time cap of the training run")
+    batch_size: int = 8
+    lr: float = 1e-3
+    nproc: int = Field(1, ge=1, description="processes (torchrun DDP) for training")
+    models_dir: Optional[str] = Field(None, description="default: the release's workspace /models")
+    tolerance: float = Field(0.01, description="a new model is registered unless a headline figure falls by more")
+    eval_batch_size: int = 16
+
+    @classmethod
+    def from_env(cls) -> "RetrainSettings":
+        import json
+        import os
+
+        return cls.model_validate(json.loads(os.environ.get("HIVAU_RETRAIN_SETTINGS", "{}")))
+
+
+def _train_command(release: Path, out: Path, settings: RetrainSettings) -> list[str]:
+    import sys
+
+    args = ["--release", str(release), "--out", str(out), "--epochs", str(settings.epochs),
+            "--batch-size", str(settings.batch_size), "--lr", str(settings.lr)]
+    args += ["--config", settings.config] if settings.config else ["--preset", settings.preset or "tiny"]
+    args += ["--max-steps", str(settings.max_steps)] if settings.max_steps else []
+    args += ["--max-minutes", str(settings.max_minutes)] if settings.max_minutes else []
+    if settings.nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc}",
+                "-m", "hivau.models.train", *args]
+    return [sys.executable, "-m", "hivau.models.train", *args]
+
+
+@task(cache_policy=NO_CACHE)
+def train_model(release: str, out: str, settings: RetrainSettings) -> str:
+    """Run hivau-train in its own process(es), streaming its log lines; returns the model folder."""
+    import subprocess
+
+    logger = get_run_logger()
+    cmd = _train_command(Path(release), Path(out), settings)
+    logger.info("training: %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    for line in proc.stdout:
+        tail = (tail + [line.rstrip()])[-40:]
+        if line.startswith("{"):
+            logger.info("%s", line.rstrip())
+    if proc.wait() != 0:
+        raise RuntimeError(f"hivau-train exited with {proc.returncode}:\n" + "\n".join(tail))
+    return str(Path(out) / "model")
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_model(model: str, release: str, out: str, batch_size: int) -> dict:
+    from hivau.models.evaluate import evaluate
+
+    return evaluate(model, release, out, batch_size=batch_size)
+
+
 @flow(name="retrain", log_prints=True)
-def retrain(release: Annotated[str, Field(description="release folder (from the hivau.release.published event)")]) -> dict:
-    """Started by each published release. Until the trainer lands it validates the release and reports it."""
+def retrain(release: Annotated[str, Field(description="release folder (from the hivau.release.published event)")],
+            settings: RetrainSettings = RetrainSettings()) -> dict:
+    """Train on a release, evaluate on its test split beside the current model, register if not worse."""
+    from datetime import datetime, timezone
+
+    from hivau.models.evaluate import metrics_rows, metrics_table, not_worse
+    from hivau.models.registry import current_model, record_decision
+
     manifest = verify_release(release)
-    counts = manifest["counts"]
-    rows = [{"metric": "release", "value": manifest["name"]}, {"metric": "rows", "value": counts["rows"]}]
-    rows += [{"metric": f"rows:{k}", "value": v} for k, v in sorted(counts["rows_by_split"].items())]
-    rows += [{"metric": f"provenance:{k}", "value": v} for k, v in sorted(counts["rows_by_provenance"].items())]
-    create_table_artifact(rows, key="retrain-report", description=f"release {manifest['name']} validated")
-    print(f"retrain: release {manifest['name']} verified ({len(manifest['files'])} files, {counts['rows']} rows); "
-          "no trainer is installed yet, so nothing was trained")
-    return {"release": manifest["name"], "path": str(Path(release).resolve()), "rows": counts["rows"],
-            "files": len(manifest["files"]), "trained": False, "content_sha256": manifest["content_sha256"]}
+    release_path = Path(release).resolve()
+    models_dir = Path(settings.models_dir) if settings.models_dir else release_path.parent.parent / "models"
+    name = f"{manifest['name']}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+    run_dir = models_dir / "runs" / name
+    model = train_model(str(release_path), str(run_dir), settings)
+    metrics = evaluate_model(model, str(release_path), model, settings.eval_batch_size)
+    previous = current_model(models_dir)
+    before = None
+    if previous:  # judged on this release's test split, not on the one it was trained for
+        before = evaluate_model(previous["path"], str(release_path), str(run_dir / "previous_eval"),
+                                settings.eval_batch_size)
+    ok, reasons = not_worse(metrics["headline"], before["headline"] if before else None, settings.tolerance)
+    entry = record_decision(models_dir, {"name": name, "path": model, "release": manifest["name"],
+                                         "release_path": str(release_path), "headline": metrics["headline"],
+                                         "previous": previous["name"] if previous else None,
+                                         "previous_headline": before["headline"] if before else None,
+                                         "reasons": reasons}, registered=ok)
+    create_table_artifact(metrics_rows(metrics), key="retrain-metrics",
+                          description=f"model {name} on release {manifest['name']} (test split)")
+    create_markdown_artifact(f"# retrain {name}\n\n**{'registered' if ok else 'not registered'}**: "
+                             f"{'; '.join(reasons)}\n\n" + metrics_table(metrics, before), key="retrain-report")
+    print(f"retrain: model {name} {'registered' if ok else 'NOT registered'} ({'; '.join(reasons)}); "
+          f"headline {metrics['headline']}")
+    return {"release": manifest["name"], "path": str(release_path), "model": model, "registered": ok,
+            "reasons": reasons, "headline": metrics["headline"], "trained": True,
+            "content_sha256": manifest["content_sha256"]}

@@ -10,7 +10,7 @@ from prefect import serve
 from prefect.events import DeploymentEventTrigger
 
 from hivau.flows.build import build_hivau
-from hivau.flows.review import RELEASE_EVENT, publish_release, retrain, sync_reviews
+from hivau.flows.review import RELEASE_EVENT, RetrainSettings, publish_release, retrain, sync_reviews
 
 DEPLOYMENT_NAME = "local"
 
@@ -29,6 +29,7 @@ def main() -> None:
                                                "with `prefect deployment set-schedule` to sync continuously)"),
         publish_release.to_deployment(name=DEPLOYMENT_NAME, tags=["hivau"], description="Publish the next release"),
         retrain.to_deployment(name=DEPLOYMENT_NAME, tags=["hivau"], triggers=[retrain_trigger()],
+                              parameters={"settings": RetrainSettings.from_env().model_dump()},
                               description="Retrain on a release; started by hivau.release.published"),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -85,8 +86,11 @@ def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fix
         verify_release(first)
 
 
-def test_publishing_a_release_fires_retrain_on_the_local_prefect_server(prefect_server, fresh_workspace, tmp_path):
-    env = prefect_server["env"]
+def test_publishing_a_release_fires_retrain_which_trains_evaluates_and_registers(prefect_server, fresh_workspace,
+                                                                               tmp_path):
+    # a short training run: the deployment's default settings come from the serving process's environment
+    short = {"max_steps": 3, "batch_size": 4, "eval_batch_size": 32}
+    env = {**prefect_server["env"], "HIVAU_RETRAIN_SETTINGS": json.dumps(short)}
     with served_deployments(env, "retrain/local", tmp_path / "serve.log"):
         params = json.dumps({"workspace": str(fresh_workspace), "release": {"include_unreviewed": True}})
         run = prefect_cli(env, "deployment", "run", "publish-release/local", "--params", params, "--watch",
@@ -99,12 +103,39 @@ def test_publishing_a_release_fires_retrain_on_the_local_prefect_server(prefect_
         from hivau.flows.review import wait_for_retrain
 
         with temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}):
-            fired = wait_for_retrain(release, timeout_s=180)
+            fired = wait_for_retrain(release, timeout_s=600)
             from prefect.client.orchestration import get_client
 
             with get_client(sync_client=True) as client:
                 deployment = client.read_deployment_by_name("retrain/local")
                 result_run = client.read_flow_run(fired["id"])
-        assert fired["state"] == "COMPLETED" and fired["parameters"] == {"release": release}
+        assert fired["state"] == "COMPLETED" and fired["parameters"]["release"] == release
+        assert fired["parameters"]["settings"]["max_steps"] == 3
         assert fired["deployment_id"] == str(deployment.id)
         assert result_run.state.is_completed()
+    from hivau.models.registry import current_model, read_registry
+
+    models = Workspace.at(fresh_workspace).root / "models"
+    current = current_model(models)  # the first model has nothing to beat, so it is registered
+    assert current and current["release"] == "v0001" and read_registry(models)["models"][0]["registered"]
+    metrics = json.loads((Path(current["path"]) / "metrics.json").read_text())
+    assert metrics["headline"] == current["headline"] and metrics["scorer"]["videos"] >= 1
+    config = json.loads((Path(current["path"]) / "config.json").read_text())
+    assert config["summary"]["steps"] == 3 and config["release"] == release
+
+
+def test_registration_needs_a_model_not_worse_than_the_current_one(tmp_path):
+    from hivau.models.evaluate import not_worse
+    from hivau.models.registry import current_model, record_decision, resolve_model
+
+    assert not_worse({"bleu4": 0.2, "auc": 0.8}, None) == (True, ["no previous model"])
+    assert not_worse({"bleu4": 0.195, "auc": 0.9}, {"bleu4": 0.2, "auc": 0.8})[0]  # within tolerance
+    ok, why = not_worse({"bleu4": 0.3, "auc": 0.7}, {"bleu4": 0.2, "auc": 0.8})
+    assert not ok and why == ["auc fell from 0.8000 to 0.7000"]
+    (tmp_path / "m1").mkdir()
+    (tmp_path / "m1" / "config.json").write_text("{}")
+    record_decision(tmp_path, {"name": "m1", "path": str(tmp_path / "m1")}, registered=True)
+    record_decision(tmp_path, {"name": "m2", "path": str(tmp_path / "m2")}, registered=False)
+    assert current_model(tmp_path)["name"] == "m1" and resolve_model(tmp_path) == tmp_path / "m1"
+    with pytest.raises(FileNotFoundError):
+        resolve_model(tmp_path / "nothing")
