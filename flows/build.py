@@ -23,7 +23,8 @@ from hivau.tasks.ingest import IngestReport, load_annotations
 from hivau.tasks.motion import motion_records
 from hivau.tasks.review import ReviewSettings
 from hivau.tasks.rollup import RollupSettings, run_rollup
-from hivau.tasks.stages import RunSummary, apply_reviewed_boundaries, cut_item, probe_item, write_manifests
+from hivau.tasks.stages import (RunSummary, apply_reviewed_boundaries, apply_reviewed_proposals, cut_item, probe_item,
+                                write_manifests)
 from hivau.workspace import Workspace, atomic_write_json
 
 TaskRunnerKind = Literal["threads", "dask"]
@@ -45,7 +46,8 @@ def probe_source(item: VideoItem) -> VideoItem:
 def plan_segments(item: VideoItem, settings: PlanSettings, workspace: str) -> VideoItem:
     if item.status == "quarantined":
         return item
-    return apply_reviewed_boundaries(plan_video(item, settings), Workspace.at(workspace))
+    ws = Workspace.at(workspace)
+    return apply_reviewed_boundaries(plan_video(apply_reviewed_proposals(item, ws), settings), ws)
 
 
 @task(retries=CUT_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)

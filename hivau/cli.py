@@ -31,7 +31,7 @@ def build(
     seed: int = typer.Option(0, "--seed"),
     task_runner: str = typer.Option("threads", "--task-runner", help="threads | dask"),
     workers: int = typer.Option(4, "--workers"),
-    captioner: str = typer.Option("provided", "--captioner", help="provided | transformers | openai"),
+    captioner: str = typer.Option("provided", "--captioner", help="provided | transformers | openai | hivau"),
     captioner_model: Optional[str] = typer.Option(None, "--captioner-model", help="local folder, hub id or model name"),
     frames_per_clip: int = typer.Option(8, "--frames-per-clip"),
     rollup: str = typer.Option("auto", "--rollup", help="auto | openai | extractive"),
@@ -200,6 +200,25 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
     counts = manifest["counts"]
     console.print(f"release {manifest['name']} at {path}: {counts['rows']} rows {counts['rows_by_split']}, "
                   f"provenance {counts['rows_by_provenance']}")
+
+
+@app.command()
+def propose(workspace: Path = typer.Option(..., "--workspace"),
+            model: Optional[Path] = typer.Option(None, "--model", help="model folder or models folder "
+                                                                          "(default: WORKSPACE/models)"),
+            threshold: float = typer.Option(0.5, "--threshold"),
+            push: bool = typer.Option(True, "--push/--no-push", help="send to Label Studio when it is configured"),
+            url: Optional[str] = typer.Option(None, "--url", help="Label Studio URL (default $LABEL_STUDIO_URL)")):
+    """Let the trained scorer propose anomalous spans on unannotated videos (and send them for review)."""
+    from hivau.flows.propose import ProposalSettings, propose_events_flow
+    from hivau.tasks.review import ReviewSettings
+
+    out = propose_events_flow(workspace=str(workspace), model=str(model) if model else None,
+                              settings=ProposalSettings(threshold=threshold),
+                              review=ReviewSettings(enabled="auto" if push else "off", url=url))
+    for video_id, spans in out["spans"].items():
+        console.print(f"{video_id}: " + (", ".join(f"{s['start_s']:.1f}-{s['end_s']:.1f}s ({s['score']:.2f})"
+                                                   for s in spans) or "nothing above the threshold"))
 
 
 @app.command("labelstudio")

@@ -278,12 +278,12 @@ def build_scenes(seed: int, index: int = 0) -> list[Scene]:
         return rng.sample(colors, k)
 
     scenes = []
-    # Fall: a walker collapses and stays down.
+    # Fall: a walker collapses, lies still through the event, then gets up and walks off.
     c1, c2 = pick(2)
     tf = round(rng.uniform(7, 9), 1)
     faller = Actor(f"person in {_a(c1)} shirt", "person", c1,
                    [Key(0.0, -10, 186, "walk"), Key(tf, 150, 186, "fall"), Key(tf + 1.0, 150, 186, "lie"),
-                    Key(20.0, 150, 186, "lie")])
+                    Key(tf + 6.0, 150, 186, "walk"), Key(20.0, W + 10, 186, "walk")])
     scenes.append(Scene(f"demo_fall_{n}", ["Falling"], 20.0, 25, [faller, _car(c2, 112, 2.0, 9.0, True)],
                         events=[(tf, tf + 6.0)], clip_splits=[[(tf, tf + 1.0), (tf + 1.0, tf + 6.0)]]))
     # Fight: two people meet and fight.
@@ -307,10 +307,13 @@ def build_scenes(seed: int, index: int = 0) -> list[Scene]:
     # Vehicle collision: two cars in one lane meet head-on.
     c1, c2 = rng.sample(["red", "blue", "white", "yellow", "black"], 2)
     tc = round(rng.uniform(7, 9), 1)
+    # after the event (when the wreck is cleared) both cars back away, so the anomaly's frames are its event's
     car_a = Actor(f"{c1} car", "car", c1, [Key(0.0, -20, 120, "drive"), Key(tc, 141, 120, "crash", f"{c2} car"),
-                                             Key(tc + 1.0, 141, 120, "stopped"), Key(22.0, 141, 120, "stopped")])
+                                             Key(tc + 1.0, 141, 120, "stopped"), Key(tc + 5.0, 141, 120, "drive"),
+                                             Key(22.0, -20, 120, "drive")])
     car_b = Actor(f"{c2} car", "car", c2, [Key(0.0, W + 20, 120, "drive"), Key(tc, 179, 120, "crash", f"{c1} car"),
-                                             Key(tc + 1.0, 179, 120, "stopped"), Key(22.0, 179, 120, "stopped")])
+                                             Key(tc + 1.0, 179, 120, "stopped"), Key(tc + 5.0, 179, 120, "drive"),
+                                             Key(22.0, W + 20, 120, "drive")])
     scenes.append(Scene(f"demo_collision_{n}", ["RoadAccidents"], 22.0, 30, [car_a, car_b],
                         effects=[Effect("sparks", tc, tc + 1.0, 160, 120)],
                         events=[(tc - 1.0, tc + 5.0)], clip_splits=[[(tc - 1.0, tc + 1.0), (tc + 1.0, tc + 5.0)]]))

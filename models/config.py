@@ -60,6 +60,8 @@ class TrainConfig(Strict):
     out: Optional[str] = None
     preset: Optional[Literal["tiny"]] = None
     model: Optional[ModelConfig] = None
+    preset_options: dict = Field(default_factory=dict, description="keyword arguments of the preset, e.g. "
+                                                                   "{image_size: 128, d_lm: 256}")
     seed: int = 0
     epochs: float = 3.0
     max_steps: Optional[int] = None

@@ -1,4 +1,4 @@
-"""Save and load a trained model in Hugging Face layout: config.json, model.safetensors, tokenizer, model card."""
+"""Save and load a trained model in Hugging Face layout: config.json, model.safetensors, tokenizer/, model card."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def save_model(model, out: str | Path, card: str, extra: dict | None = None) -> 
     config = {"model_type": MODEL_TYPE, "hivau": self_contained(model).model_dump(mode="json"), **(extra or {})}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     save_safetensors(model, str(tmp / "model.safetensors"))
-    model.tokenizer.save_pretrained(tmp)
+    model.tokenizer.save_pretrained(tmp / "tokenizer")  # apart: config.json here describes the whole model
     (tmp / "README.md").write_text(card)
     if out.exists():
         shutil.rmtree(out)
@@ -53,7 +53,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     config = json.loads((path / "config.json").read_text())
     if config.get("model_type") != MODEL_TYPE:
         raise ValueError(f"{path} is not a hivau model (config.json model_type={config.get('model_type')!r})")
-    model = HivauVLM(ModelConfig.model_validate(config["hivau"]), AutoTokenizer.from_pretrained(path), pretrained=False)
+    model = HivauVLM(ModelConfig.model_validate(config["hivau"]), AutoTokenizer.from_pretrained(path / "tokenizer"), pretrained=False)
     load_safetensors(model, str(path / "model.safetensors"), strict=True)
     return model.to(device).eval()
 

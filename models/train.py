@@ -74,7 +74,7 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
     from hivau.models.presets import tiny
 
     if cfg.preset == "tiny":
-        model = tiny(vocab_size)
+        model = tiny(vocab_size, **cfg.preset_options)
     elif cfg.model is None:
         raise ValueError("give --preset tiny or a config file with a `model:` section")
     else:
@@ -128,6 +128,8 @@ def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, devi
         total = 0.0
         for i in torch.randperm(len(data), generator=gen).tolist():
             v, frames, motion, target = data[i]
+            if frozen_feats is None and torch.rand((), generator=gen) < 0.5:  # mirror: anomalies have no side
+                frames, motion = frames.flip(2), motion.flip(2)
             feats = frozen_feats[i] if frozen_feats is not None else model.snippet_features(frames, motion)
             logits = model.scorer(feats[None])[0]
             if v.weakly_labelled:
@@ -352,6 +354,7 @@ def parse_args(argv=None) -> TrainConfig:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     parser.add_argument("--sampler", choices=["ats", "uniform", "topk"])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--preset-options", type=json.loads, help='JSON, e.g. \'{"image_size": 128}\'')
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     base = TrainConfig.load(args.pop("config")).model_dump(exclude_unset=True) if "config" in args else {}
     return TrainConfig.model_validate({**base, **args})

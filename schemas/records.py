@@ -180,6 +180,8 @@ class ReviewRecord(Record):
     # corrected event boundaries on the source video's clock, when the reviewer moved them
     start_s: Optional[float] = None
     end_s: Optional[float] = None
+    # video level: the anomalous spans a reviewer kept or drew (from the scorer's proposals), in seconds
+    events: list[list[float]] = Field(default_factory=list)
     completed_by: Optional[int] = None
     updated_at: str = ""
     lead_time_s: Optional[float] = None

@@ -1,4 +1,5 @@
-"""Clip captioners behind one interface: `provided` (the annotations' own), `transformers`, `openai`."""
+"""Clip captioners behind one interface: `provided` (the annotations' own), `transformers`, `openai`, and
+`hivau` (a video LLM that hivau-train fine-tuned on an earlier release)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ from hivau.workspace import Workspace, atomic_write_json
 
 
 class CaptionSettings(BaseModel):
-    backend: Literal["provided", "transformers", "openai"] = Field(
-        "provided", description="provided: the annotations' captions; transformers: a local VLM; openai: a VLM server")
+    backend: Literal["provided", "transformers", "openai", "hivau"] = Field(
+        "provided", description="provided: the annotations' captions; transformers: a local VLM; openai: a VLM "
+                                "server; hivau: a model trained by hivau-train")
     model: Optional[str] = Field(None, description="transformers: local folder or hub id; openai: model name "
-                                                   "(default $HIVAU_VLM_MODEL)")
+                                                   "(default $HIVAU_VLM_MODEL); hivau: a model folder, or a "
+                                                   "models folder whose registry names the current model")
     frames_per_clip: int = Field(8, ge=1, le=64)
     frame_short_side: int = Field(336, ge=16, description="frames are decoded at this shorter side")
     batch_size: int = Field(4, ge=1, description="clips per forward pass (transformers)")
@@ -45,6 +48,7 @@ class ClipFrames:
     end_s: float
     frames: np.ndarray  # (N, H, W, 3) RGB uint8
     times_s: list[float]  # in the source video's time
+    media_path: Optional[str] = None  # the clip file, for backends that sample their own frames
 
 
 @dataclass
@@ -184,6 +188,56 @@ class OpenAICaptioner:
         return asyncio.run(self._caption_all(clips))
 
 
+# ---------------------------------------------------------------- hivau-train models
+class HivauCaptioner:
+    """A model from hivau-train: it samples its own frames (uniform, as it was trained for clips) and the
+    motion-masked frames beside them from the clip file, then answers the clip-caption instruction."""
+
+    def __init__(self, settings: CaptionSettings):
+        from hivau.models.io import load_model
+        from hivau.models.registry import resolve_model
+        from hivau.tasks.release import TEMPLATES
+
+        if not settings.model:
+            raise ValueError("the hivau captioner needs captioner.model: a hivau-train model folder or models folder")
+        self.path = resolve_model(settings.model)
+        self.model = load_model(self.path)
+        self.settings = settings
+        self.prompt = TEMPLATES[("clip", "caption")][0]
+        self.generator = Generator(backend="hivau", model=str(self.path), prompt_version="hivau-vlm@1")
+
+    def _inputs(self, clip: ClipFrames):
+        from hivau.models.data import pad_frames
+        from hivau.models.motion_input import motion_frames
+        from hivau.models.sampler import uniform_indices
+        from hivau.tasks.frames import open_reader
+
+        size = self.model.cfg.vision["image_size"]
+        reader = open_reader(clip.media_path, width=size, height=size)
+        indices = uniform_indices(len(reader), self.model.cfg.n_frames)
+        frames = reader.get_batch(indices).asnumpy()
+        motion = motion_frames(reader, indices, self.model.cfg.motion_mask, self.model.cfg.motion_threshold, frames)
+        n = self.model.cfg.n_frames
+        return pad_frames(frames, n), pad_frames(motion, n)
+
+    def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
+        import torch
+
+        results: list[CaptionResult] = []
+        for start in range(0, len(clips), self.settings.batch_size):
+            batch = clips[start:start + self.settings.batch_size]
+            try:
+                inputs = [self._inputs(c) for c in batch]
+                texts = self.model.generate(torch.from_numpy(np.stack([f for f, _ in inputs])),
+                                            torch.from_numpy(np.stack([m for _, m in inputs])),
+                                            [self.prompt] * len(batch), max_new_tokens=self.settings.max_new_tokens)
+            except Exception as exc:  # decord and torch raise their own types; each clip gets the reason
+                results += [CaptionFailure(reasons.CAPTION_FAILED, f"{type(exc).__name__}: {exc}"[:300])] * len(batch)
+                continue
+            results += [t or CaptionFailure(reasons.CAPTION_FAILED, "the model generated no text") for t in texts]
+        return results
+
+
 # ---------------------------------------------------------------- per video
 def make_captioner(settings: CaptionSettings, ws: Workspace, usage: Optional[Usage] = None) -> Optional[Captioner]:
     """The configured model captioner; None for `provided`."""
@@ -193,6 +247,8 @@ def make_captioner(settings: CaptionSettings, ws: Workspace, usage: Optional[Usa
         if not settings.model:
             raise ValueError("the transformers captioner needs captioner.model: a local folder or a hub id")
         return TransformersCaptioner(settings.model, settings)
+    if settings.backend == "hivau":
+        return HivauCaptioner(settings)
     return OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"), usage)
 
 
@@ -202,7 +258,7 @@ def _clip_frames(ws: Workspace, clip, settings: CaptionSettings) -> ClipFrames:
                             short_side=settings.frame_short_side)
     offset = clip.cut_start_s if clip.cut_start_s is not None else clip.start_s
     return ClipFrames(clip.clip_id, clip.start_s, clip.end_s, sampled.frames,
-                      [round(offset + t, 3) for t in sampled.times_s])
+                      [round(offset + t, 3) for t in sampled.times_s], str(ws.root / clip.media_path))
 
 
 def _cache_key(captioner: Captioner, ws: Workspace, clip, settings: CaptionSettings) -> str:

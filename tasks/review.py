@@ -126,9 +126,23 @@ def model_version(generators: Iterable[Generator]) -> str:
     return " + ".join(sorted(names)) or "none"
 
 
+PROPOSALS = "proposals"  # the video config's TimelineLabels for the scorer's proposed anomalous spans
+
+
+def proposal_timeline(spans_frames: list[tuple[int, int]]) -> list[dict]:
+    return [{"from_name": PROPOSALS, "to_name": "video", "type": "timelinelabels",
+             "value": {"ranges": [{"start": a, "end": b} for a, b in spans_frames], "timelinelabels": ["anomaly"]}}]
+
+
 def canonical(result: list[dict]) -> str:
-    """A result's content without Label Studio's region ids, for comparing a draft with a prediction."""
-    slim = sorted((r["from_name"], r["type"], json.dumps(r["value"], sort_keys=True)) for r in result)
+    """A result's content without Label Studio's region ids, for comparing a draft with a prediction.
+    The scorer's proposals are left out: they are added beside the drafts, not part of them."""
+    return content_of(result, skip=(PROPOSALS,))
+
+
+def content_of(result: list[dict], skip: tuple[str, ...] = ()) -> str:
+    slim = sorted((r["from_name"], r["type"], json.dumps(r["value"], sort_keys=True)) for r in result
+                  if r.get("from_name") not in skip)
     return json.dumps(slim)
 
 
@@ -332,7 +346,7 @@ def _user_id(completed_by) -> Optional[int]:
 def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -> ReviewRecord:
     """One annotation as a ReviewRecord; event boundaries only when the reviewer moved them."""
     data = task["data"]
-    texts, verdict, start, end = [], None, None, None
+    texts, verdict, start, end, spans = [], None, None, None, []
     for r in annotation.get("result") or []:
         value = r.get("value") or {}
         if r.get("type") == "textarea":
@@ -340,6 +354,10 @@ def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -
             texts.append(ReviewedText(name=r["from_name"], text=text))
         elif r.get("type") == "choices" and r.get("from_name") == "verdict" and value.get("choices"):
             verdict = value["choices"][0]
+        elif r.get("type") == "timelinelabels" and r.get("from_name") == PROPOSALS and value.get("ranges"):
+            for x in value["ranges"]:
+                a, b = frames_to_seconds(x["start"], x["end"], float(data["fps"]))
+                spans.append([round(a + float(data["offset_s"]), 6), round(b + float(data["offset_s"]), 6)])
         elif r.get("type") == "timelinelabels" and value.get("ranges"):
             first = min(x["start"] for x in value["ranges"])
             last = max(x["end"] for x in value["ranges"])
@@ -352,6 +370,7 @@ def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -
     return ReviewRecord(item_id=data["item_id"], level=level, video_id=data["video_id"], project=project,
                         task_id=task["id"], annotation_id=annotation["id"], verdict=verdict, texts=texts,
                         start_s=None if start is None else round(start, 6), end_s=None if end is None else round(end, 6),
+                        events=sorted(spans),
                         completed_by=_user_id(annotation.get("completed_by")),
                         updated_at=str(annotation.get("updated_at") or ""), lead_time_s=annotation.get("lead_time"))
 
@@ -416,3 +435,32 @@ def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport
     report.tables_rewritten, report.recut, report.provenance = merged.tables_rewritten, merged.recut, merged.provenance
     report.requests = ls.requests
     return report
+
+
+# ---------------------------------------------------------------- scorer proposals
+def push_proposals(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, proposals: dict[str, list],
+                   model_version: str) -> dict[str, int]:
+    """Add each unannotated video's proposed spans to its video task, as a prediction beside its drafts.
+
+    The video tasks must exist (push first). Returns video id -> spans sent; a video whose latest
+    prediction already carries the same spans gets no new one.
+    """
+    tables = Tables.read(ws, drafts=True)
+    fps = {v.video_id: v.fps for v in tables.videos}
+    doc_root = document_root(ws, settings)
+    pid = ensure_project(ls, ws, settings, "video", ws.video_media("x").parent, doc_root)
+    tasks = existing_tasks(ls, pid)
+    sent = {}
+    for video_id, spans in proposals.items():
+        task = tasks.get(video_id)
+        if task is None or video_id not in fps:
+            continue
+        frames = [seconds_to_frames(p.start_s, p.end_s, fps[video_id]) for p in spans]
+        last = latest_prediction(task)
+        drafts = [r for r in (last["result"] if last else []) if r.get("from_name") != PROPOSALS]
+        result = drafts + (proposal_timeline(frames) if frames else [])
+        if last is not None and content_of(last["result"]) == content_of(result):
+            continue
+        ls.create_prediction(task["id"], result, model_version)
+        sent[video_id] = len(frames)
+    return sent

@@ -118,6 +118,27 @@ class RunSummary(BaseModel):
         return rows
 
 
+REVIEWED_ANOMALY_LABEL = "Anomaly"
+
+
+def apply_reviewed_proposals(item: VideoItem, ws: Workspace) -> VideoItem:
+    """An unannotated video whose reviewer kept or drew anomalous spans (from the scorer's proposals) is
+    planned on those spans, as if the annotation file had given them."""
+    from hivau.schemas.item import AnnotatedEvent
+    from hivau.tasks.review import read_review
+
+    if item.events or item.spans:
+        return item
+    review = read_review(ws, "video", item.video_id)
+    if review is None or not review.events or review.verdict == "reject":
+        return item
+    item = item.model_copy(deep=True)
+    item.events = [AnnotatedEvent(start_s=a, end_s=b) for a, b in review.events]
+    if not item.is_anomaly:  # the reviewer said "anomalous" but not of what class
+        item.labels = [REVIEWED_ANOMALY_LABEL]
+    return item
+
+
 def apply_reviewed_boundaries(item: VideoItem, ws: Workspace) -> VideoItem:
     """Plan on the event boundaries reviewers corrected, so a re-run keeps their correction."""
     from hivau.tasks.merge import merge_segments

@@ -86,7 +86,8 @@ def test_save_and_load_round_trip(tmp_path):
     frames, motion, prompts, _, _ = batch(model)
     said = model.generate(frames, motion, prompts, max_new_tokens=6)
     save_model(model, tmp_path / "m", card="# test\n")
-    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer", "README.md"} <= {p.name for p in (tmp_path / "m").iterdir()}
+    assert (tmp_path / "m" / "tokenizer" / "tokenizer.json").is_file()
     loaded = load_model(tmp_path / "m")
     for (name, a), (_, b) in zip(sorted(model.state_dict().items()), sorted(loaded.state_dict().items())):
         assert torch.equal(a, b), name
