@@ -102,6 +102,8 @@ class RetrainSettings(BaseModel):
 
     preset: Optional[Literal["tiny"]] = Field("tiny", description="tiny: small models built in-process (CPU)")
     config: Optional[str] = Field(None, description="a hivau-train config file (YAML/JSON) instead of the preset")
+    preset_options: dict = Field(default_factory=dict, description="e.g. {image_size: 64} for a faster tiny model")
+    scorer_epochs: Optional[int] = None
     epochs: float = 30.0
     max_steps: Optional[int] = None
     max_minutes: Optional[float] = Field(20.0, description="wall-time cap of the training run")
@@ -121,13 +123,19 @@ class RetrainSettings(BaseModel):
 
 
 def _train_command(release: Path, out: Path, settings: RetrainSettings) -> list[str]:
+    import json
     import sys
 
-    args = ["--release", str(release), "--out", str(out), "--epochs", str(settings.epochs),
-            "--batch-size", str(settings.batch_size), "--lr", str(settings.lr)]
-    args += ["--config", settings.config] if settings.config else ["--preset", settings.preset or "tiny"]
+    args = ["--release", str(release), "--out", str(out)]
+    if settings.config:  # the file decides the recipe; only the caps below apply on top
+        args += ["--config", settings.config]
+    else:
+        args += ["--preset", settings.preset or "tiny", "--epochs", str(settings.epochs),
+                 "--batch-size", str(settings.batch_size), "--lr", str(settings.lr)]
     args += ["--max-steps", str(settings.max_steps)] if settings.max_steps else []
     args += ["--max-minutes", str(settings.max_minutes)] if settings.max_minutes else []
+    args += ["--preset-options", json.dumps(settings.preset_options)] if settings.preset_options else []
+    args += ["--scorer-epochs", str(settings.scorer_epochs)] if settings.scorer_epochs is not None else []
     if settings.nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc}",
                 "-m", "hivau.models.train", *args]

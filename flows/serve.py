@@ -1,7 +1,7 @@
 """Serve the project's deployments against the configured Prefect API.
 
-`build-hivau/local`, `sync-reviews/local`, `publish-release/local`, and `retrain/local`, which a
-deployment trigger starts whenever a `hivau.release.published` event arrives.
+`build-hivau/local`, `sync-reviews/local`, `publish-release/local`, `propose-events/local`, and
+`retrain/local`, which a deployment trigger starts whenever a `hivau.release.published` event arrives.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from prefect import serve
 from prefect.events import DeploymentEventTrigger
 
 from hivau.flows.build import build_hivau
+from hivau.flows.propose import propose_events_flow
 from hivau.flows.review import RELEASE_EVENT, RetrainSettings, publish_release, retrain, sync_reviews
 
 DEPLOYMENT_NAME = "local"
@@ -31,6 +32,8 @@ def main() -> None:
         retrain.to_deployment(name=DEPLOYMENT_NAME, tags=["hivau"], triggers=[retrain_trigger()],
                               parameters={"settings": RetrainSettings.from_env().model_dump()},
                               description="Retrain on a release; started by hivau.release.published"),
+        propose_events_flow.to_deployment(name=DEPLOYMENT_NAME, tags=["hivau"],
+                                          description="Scorer proposals on unannotated videos, sent for review"),
     )
 
 

@@ -58,7 +58,8 @@ class TrainConfig(Strict):
 
     release: Optional[str] = None
     out: Optional[str] = None
-    preset: Optional[Literal["tiny"]] = None
+    preset: Optional[Literal["tiny", "pretrained"]] = Field(
+        None, description="tiny: small models built here; pretrained: preset_options vision_path and text_path")
     model: Optional[ModelConfig] = None
     preset_options: dict = Field(default_factory=dict, description="keyword arguments of the preset, e.g. "
                                                                    "{image_size: 128, d_lm: 256}")
@@ -87,6 +88,12 @@ class TrainConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on CUDA (CPU trains in float32)")
     num_threads: Optional[int] = None
+
+    def text_path(self) -> Optional[str]:
+        """Where the LM (and its tokenizer) comes from; None when the tokenizer is trained on the release."""
+        if self.preset == "pretrained":
+            return self.preset_options.get("text_path")
+        return self.model.text_path if self.preset is None and self.model else None
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hivau.models.motion_input import motion_frames
-from hivau.models.sampler import sample_indices, scores_to_frames, uniform_indices
+from hivau.models.sampler import sample_indices, uniform_indices
 
 
 @dataclass
@@ -138,7 +138,3 @@ def pad_frames(frames: np.ndarray, n: int) -> np.ndarray:
     if len(frames) >= n:
         return frames[:n]
     return np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)])
-
-
-def spread_scores(snippet_scores: np.ndarray, stride: int, n_frames: int) -> np.ndarray:
-    return scores_to_frames(snippet_scores, stride, n_frames)

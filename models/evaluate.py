@@ -75,10 +75,11 @@ def generate_answers(model, store, rows, frames: dict, batch_size: int, max_new_
     import torch
 
     out = {}
+    device = next(model.parameters()).device
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
-        video = torch.from_numpy(np.stack([frames[r.item_id][0] for r in batch]))
-        motion = torch.from_numpy(np.stack([frames[r.item_id][1] for r in batch]))
+        video = torch.from_numpy(np.stack([frames[r.item_id][0] for r in batch])).to(device)
+        motion = torch.from_numpy(np.stack([frames[r.item_id][1] for r in batch])).to(device)
         answers = model.generate(video, motion, [r.prompt for r in batch], max_new_tokens=max_new_tokens)
         out.update({r.id: a for r, a in zip(batch, answers)})
     return out
@@ -96,7 +97,7 @@ def score_rows(rows, answers: dict[str, str], scorer: CaptionScorer) -> dict:
             for name, ids in sorted(groups.items())}
 
 
-def scorer_auc(model, store, release: Path) -> dict:
+def scorer_auc(model, store, release: Path, device="cpu") -> dict:
     """Frame-level ROC AUC of the anomaly scorer over all test videos' frames, pooled."""
     from hivau.models.data import video_labels
     from hivau.models.scorer import frame_labels, roc_auc
@@ -107,7 +108,7 @@ def scorer_auc(model, store, release: Path) -> dict:
     for v in videos:
         n, fps = store.length(v.media)
         labels.append(frame_labels(n, fps, v.events))
-        scores.append(frame_scores(model, store, v.media, "cpu"))
+        scores.append(frame_scores(model, store, v.media, device))
     if not videos:
         return {"auc": None, "videos": 0}
     labels, scores = np.concatenate(labels), np.concatenate(scores)
@@ -147,7 +148,8 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
 
     model_dir, release = Path(model_dir), Path(release).resolve()
     config = read_config(model_dir)
-    model = load_model(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(model_dir, device)
     train_cfg = TrainConfig.model_validate({k: v for k, v in config.get("train", {}).items()
                                             if k in TrainConfig.model_fields})
     out = Path(out) if out else model_dir
@@ -158,17 +160,17 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
     if not rows:
         raise ValueError(f"{release} has no test rows to evaluate on")
     torch.manual_seed(0)
-    frames = item_frames(model, store, rows, train_cfg, "cpu", sampler=train_cfg.sampler)
+    frames = item_frames(model, store, rows, train_cfg, device, sampler=train_cfg.sampler)
     answers = generate_answers(model, store, rows, frames, batch_size, model.cfg.max_answer_tokens)
     long_rows = [r for r in rows if r.level in ("event", "video")]
     with CaptionScorer(meteor) as scorer:
         metrics = {"model": str(model_dir), "release": str(release), "sampler": train_cfg.sampler,
-                   "text": score_rows(rows, answers, scorer), "scorer": scorer_auc(model, store, release)}
+                   "text": score_rows(rows, answers, scorer), "scorer": scorer_auc(model, store, release, device)}
         ablation = {}
         for name in samplers:
             said = answers
             if name != train_cfg.sampler:
-                picked = item_frames(model, store, long_rows, train_cfg, "cpu", name)
+                picked = item_frames(model, store, long_rows, train_cfg, device, name)
                 said = generate_answers(model, store, long_rows, picked, batch_size, model.cfg.max_answer_tokens)
             ablation[name] = {lvl: m for lvl, m in score_rows(long_rows, said, scorer).items() if ":" not in lvl}
     metrics["ablation"] = ablation

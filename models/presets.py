@@ -24,7 +24,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)
 
 
-def tiny(vocab_size: int, image_size: int = 64, d_vision: int = 64, d_lm: int = 128, layers: int = 2,
+def tiny(vocab_size: int, image_size: int = 128, d_vision: int = 64, d_lm: int = 128, layers: int = 2,
          n_frames: int = 8) -> ModelConfig:
     """A CLIP-style vision tower and a Llama-style LM small enough to train on two CPU cores."""
     vision = {"model_type": "clip_vision_model", "image_size": image_size, "patch_size": 16, "hidden_size": d_vision,

@@ -39,4 +39,4 @@ def score_video(model, store, path: Path) -> tuple[np.ndarray, float]:
     from hivau.models.train import frame_scores
 
     _, fps = store.length(path)
-    return frame_scores(model, store, path, "cpu"), fps
+    return frame_scores(model, store, path, next(model.parameters()).device), fps

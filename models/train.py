@@ -54,15 +54,15 @@ def log(out: Path, rank: int, record: dict) -> None:
         fh.write(line + "\n")
 
 
-def build_tokenizer(cfg: TrainConfig, model_cfg: Optional[ModelConfig], rows: list[Row], motion: dict[str, str]):
-    """The tiny preset trains a tokenizer on the release's training text; otherwise the LM's own."""
+def build_tokenizer(cfg: TrainConfig, rows: list[Row], motion: dict[str, str]):
+    """A pretrained LM brings its tokenizer; small models built here get one trained on the release's text."""
     from hivau.models.presets import train_tokenizer
     from hivau.models.vlm import MOTION_PROMPT
 
-    if model_cfg is not None and model_cfg.text_path:
+    if cfg.text_path():
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(model_cfg.text_path)
+        tok = AutoTokenizer.from_pretrained(cfg.text_path())
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         return tok
@@ -71,10 +71,12 @@ def build_tokenizer(cfg: TrainConfig, model_cfg: Optional[ModelConfig], rows: li
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    from hivau.models.presets import tiny
+    from hivau.models.presets import pretrained, tiny
 
     if cfg.preset == "tiny":
         model = tiny(vocab_size, **cfg.preset_options)
+    elif cfg.preset == "pretrained":
+        model = pretrained(**cfg.preset_options)
     elif cfg.model is None:
         raise ValueError("give --preset tiny or a config file with a `model:` section")
     else:
@@ -266,7 +268,7 @@ def train(cfg: TrainConfig) -> dict:
     motion = motion_targets(rows)
     from hivau.models.vlm import HivauVLM
 
-    tokenizer = build_tokenizer(cfg, cfg.model if cfg.preset != "tiny" else None, rows, motion)
+    tokenizer = build_tokenizer(cfg, rows, motion)
     model_cfg = model_config(cfg, len(tokenizer))
     model = HivauVLM(model_cfg, tokenizer).to(device)
     store = FrameStore(out / "cache" / "frames", model_cfg.vision["image_size"], model_cfg.motion_mask,
@@ -274,7 +276,7 @@ def train(cfg: TrainConfig) -> dict:
 
     per_step = cfg.batch_size * cfg.grad_accum * world
     steps_per_epoch = max(1, len(rows) // per_step)
-    total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, int(cfg.epochs * steps_per_epoch))
     model.scorer.requires_grad_(True)
     checkpoint = latest_checkpoint(out)
     scorer_report = {}
@@ -346,7 +348,7 @@ def parse_args(argv=None) -> TrainConfig:
     parser.add_argument("--config", help="YAML or JSON TrainConfig; the flags below override it")
     parser.add_argument("--release")
     parser.add_argument("--out")
-    parser.add_argument("--preset", choices=["tiny"])
+    parser.add_argument("--preset", choices=["tiny", "pretrained"])
     for name, kind in [("seed", int), ("epochs", float), ("max_steps", int), ("max_minutes", float),
                        ("batch_size", int), ("grad_accum", int), ("lr", float), ("t1", float), ("t2", float),
                        ("num_threads", int), ("save_every", int), ("log_every", int),

@@ -30,6 +30,18 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   fi
 fi
 
+# A Java runtime for METEOR (pycocoevalcap runs the reference jar); hivau-eval reports METEOR as missing without.
+if ! command -v java >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[bootstrap] installing a Java runtime (default-jre-headless) for METEOR"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null \
+      || echo "[bootstrap] no Java runtime: hivau-eval will leave METEOR out" >&2
+  else
+    echo "[bootstrap] java not found; hivau-eval will leave METEOR out" >&2
+  fi
+fi
+
 "$PYTHON" - <<'PY' || { echo "[bootstrap] Python 3.11 or 3.12 is required (found $($PYTHON --version 2>&1))" >&2; exit 1; }
 import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)
 PY

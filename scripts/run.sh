@@ -55,8 +55,10 @@ from hivau.labelstudio_local import wait_healthy; wait_healthy('$LABEL_STUDIO_UR
   || { echo "[run] Label Studio did not come up; see $STATE/logs/labelstudio.log" >&2; exit 1; }
 
 if ! running serve; then
-  echo "[run] serving deployments build-hivau, sync-reviews, publish-release and retrain (/local)"
-  nohup "$BIN/python" -m hivau.flows.serve >"$STATE/logs/serve.log" 2>&1 &
+  echo "[run] serving deployments build-hivau, sync-reviews, publish-release, retrain and propose-events (/local)"
+  # retrain's defaults for the demo: a short tiny-preset run (the learning check trains longer)
+  HIVAU_RETRAIN_SETTINGS=${HIVAU_RETRAIN_SETTINGS:-'{"epochs": 15, "max_minutes": 6}'} \
+    nohup "$BIN/python" -m hivau.flows.serve >"$STATE/logs/serve.log" 2>&1 &
   echo $! >"$STATE/pids/serve.pid"
 fi
 for _ in $(seq 1 60); do "$BIN/prefect" deployment inspect build-hivau/local >/dev/null 2>&1 && break; sleep 1; done
@@ -82,11 +84,19 @@ LATEST=$(ls -d "$WS"/releases/v[0-9]* | sort | tail -1)
 "$BIN/python" - "$LATEST" <<'PY'
 import json, sys
 from hivau.flows.review import wait_for_retrain
-run = wait_for_retrain(sys.argv[1], timeout_s=300)
+from hivau.models.registry import read_registry
 m = json.load(open(sys.argv[1] + "/manifest.json"))
 print(f"[run] release {m['name']}: {m['counts']['rows']} rows {m['counts']['rows_by_split']}, "
       f"provenance {m['counts']['rows_by_provenance']}")
-print(f"[run] the release event started retrain run {run['id']}: {run['state']}")
+print("[run] the release event started retrain (training the tiny preset, then evaluating; a few minutes)")
+run = wait_for_retrain(sys.argv[1], timeout_s=1200)
+print(f"[run] retrain run {run['id']}: {run['state']}")
+models = read_registry(sys.argv[1] + "/../../models")["models"]
+last = models[-1] if models else None
+if last:
+    print(f"[run] model {last['name']}: {'registered' if last['registered'] else 'not registered'} "
+          f"({'; '.join(last['reasons'])}); headline {last['headline']}")
+    print(f"[run] model folder: {last['path']}  (metrics.md beside it)")
 PY
 cat <<MSG
 
@@ -95,7 +105,7 @@ Outputs
   quarantine report:   $WS/manifests/quarantine.md
   cut media:           $WS/media/{events,clips,review,videos}/
   releases:            $WS/releases/  (latest: $LATEST)
-  Prefect UI:          http://127.0.0.1:$PORT   (artifacts: build-hivau-summary, build-hivau-llm-usage, hivau-release, retrain-report)
+  Prefect UI:          http://127.0.0.1:$PORT   (artifacts: build-hivau-summary, build-hivau-llm-usage, hivau-release, retrain-report, retrain-metrics)
 
 Review the drafts in Label Studio: $LABEL_STUDIO_URL  (projects "hivau demo clip|event|video review")
 MSG
@@ -108,5 +118,9 @@ cat <<MSG
 Then bring the reviews back and publish the next release:
   PREFECT_API_URL=$PREFECT_API_URL .venv/bin/prefect deployment run sync-reviews/local --params '$SYNC'
   PREFECT_API_URL=$PREFECT_API_URL .venv/bin/hivau release --workspace $WS   (reviewed text only; --include-unreviewed adds drafts)
+Train and evaluate by hand, or let the registered model caption and propose:
+  .venv/bin/hivau-train --release $LATEST --preset tiny --out .state/runs/tiny
+  .venv/bin/hivau-eval --model .state/runs/tiny/model --release $LATEST
+  .venv/bin/hivau propose --workspace $WS --no-push
 Stop the servers and the deployment runner with: make stop
 MSG

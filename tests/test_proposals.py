@@ -53,7 +53,7 @@ def test_proposals_reach_label_studio_and_a_kept_span_becomes_an_event(label_stu
         build_hivau(videos_dir=str(videos), workspace=str(ws_path), format="none", review=review)
         # an untrained scorer: with threshold 0 every video gets one span over its whole length
         torch.manual_seed(0)
-        model = HivauVLM(tiny(300, d_vision=64, d_lm=64), train_tokenizer(["a person walks."] * 5, 300))
+        model = HivauVLM(tiny(300, image_size=64, d_vision=64, d_lm=64), train_tokenizer(["a person walks."] * 5, 300))
         save_model(model, tmp_path / "scorer-model", card="# test\n")
         out = propose_events_flow(workspace=str(ws_path), model=str(tmp_path / "scorer-model"),
                                   settings=ProposalSettings(threshold=0.0), review=review)

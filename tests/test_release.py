@@ -89,7 +89,8 @@ def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fix
 def test_publishing_a_release_fires_retrain_which_trains_evaluates_and_registers(prefect_server, fresh_workspace,
                                                                                tmp_path):
     # a short training run: the deployment's default settings come from the serving process's environment
-    short = {"max_steps": 3, "batch_size": 4, "eval_batch_size": 32}
+    short = {"max_steps": 3, "batch_size": 4, "eval_batch_size": 32, "scorer_epochs": 2,
+             "preset_options": {"image_size": 64}}
     env = {**prefect_server["env"], "HIVAU_RETRAIN_SETTINGS": json.dumps(short)}
     with served_deployments(env, "retrain/local", tmp_path / "serve.log"):
         params = json.dumps({"workspace": str(fresh_workspace), "release": {"include_unreviewed": True}})

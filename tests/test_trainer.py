@@ -24,7 +24,7 @@ TEXTS = ["A person in a red shirt walks from left to right on the road.", "Descr
 def small_model(**update) -> HivauVLM:
     torch.manual_seed(0)
     tok = train_tokenizer(TEXTS * 3, vocab_size=300)
-    cfg = tiny(len(tok), d_vision=64, d_lm=64, layers=2).model_copy(update=update)
+    cfg = tiny(len(tok), image_size=64, d_vision=64, d_lm=64, layers=2).model_copy(update=update)
     return HivauVLM(cfg, tok)
 
 
@@ -101,7 +101,8 @@ def test_save_and_load_round_trip(tmp_path):
 # ---------------------------------------------------------------- the recipe on the demo release
 def _train(release: Path, out: Path, *extra: str, world: int = 1) -> subprocess.CompletedProcess:
     args = ["--release", str(release), "--preset", "tiny", "--out", str(out), "--batch-size", "2",
-            "--scorer-epochs", "2", "--log-every", "1", "--num-threads", "1", *extra]
+            "--scorer-epochs", "2", "--log-every", "1", "--num-threads", "1",
+            "--preset-options", '{"image_size": 64}', *extra]
     if world == 1:
         cmd = [sys.executable, "-m", "hivau.models.train", *args]
     else:
@@ -145,10 +146,11 @@ def test_two_process_ddp_step_keeps_ranks_identical(demo_release, tmp_path):
 def test_train_and_eval_clis_on_the_demo_release(demo_release, tmp_path):
     out = tmp_path / "run"
     train = subprocess.run(["hivau-train", "--release", str(demo_release), "--preset", "tiny", "--out", str(out),
-                            "--max-steps", "3", "--scorer-epochs", "2", "--batch-size", "4"],
+                            "--max-steps", "3", "--scorer-epochs", "2", "--batch-size", "4",
+                            "--preset-options", '{"image_size": 64}'],
                            capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": _venv_path()})
     assert train.returncode == 0, train.stderr[-3000:]
-    assert "hivau-train" in (out / "model" / "README.md").read_text() or "hivau video LLM" in (out / "model" / "README.md").read_text()
+    assert "trained by `hivau-train`" in (out / "model" / "README.md").read_text()
     ev = subprocess.run(["hivau-eval", "--model", str(out / "model"), "--release", str(demo_release)],
                         capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": _venv_path()})
     assert ev.returncode == 0, ev.stderr[-3000:]
@@ -198,3 +200,63 @@ def test_mil_ranking_pushes_the_anomalous_top_snippet_up():
     normal = torch.zeros(6)
     mil_ranking(anomalous, normal).backward()
     assert anomalous.grad.argmin() == 0 and anomalous.grad[0] < 0  # gradient descent raises the top snippet
+
+
+def test_pretrained_preset_loads_local_checkpoints_and_trains_lora_only(demo_release, tmp_path):
+    """The real loading path (local folders, frozen encoders, LoRA), on checkpoints this test builds."""
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    vision = CLIPVisionModel(CLIPVisionConfig(image_size=64, patch_size=16, hidden_size=64, intermediate_size=128,
+                                              num_hidden_layers=2, num_attention_heads=4))
+    vision.save_pretrained(tmp_path / "vision")
+    tok = train_tokenizer(TEXTS * 3, vocab_size=300)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=4, bos_token_id=0, eos_token_id=1,
+                                      pad_token_id=2))
+    lm.save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    options = json.dumps({"vision_path": str(tmp_path / "vision"), "text_path": str(tmp_path / "lm"), "n_frames": 4})
+    args = ["--release", str(demo_release), "--preset", "pretrained", "--preset-options", options,
+            "--out", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "2", "--scorer-epochs", "1"]
+    proc = subprocess.run([sys.executable, "-m", "hivau.models.train", *args], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = load_file(str(tmp_path / "run" / "model" / "model.safetensors"))
+    base_lm = LlamaForCausalLM.from_pretrained(tmp_path / "lm").state_dict()
+    q_name = next(k for k in trained if k.endswith("layers.0.self_attn.q_proj.base_layer.weight"))
+    assert torch.equal(trained[q_name], base_lm["model.layers.0.self_attn.q_proj.weight"])  # LoRA leaves it
+    lora_b = [k for k in trained if "lora_B" in k]
+    assert lora_b and any(trained[k].abs().sum() > 0 for k in lora_b)  # ...and trains its adapters
+    enc = CLIPVisionModel.from_pretrained(tmp_path / "vision").state_dict()
+    key = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    assert torch.equal(trained[f"video.encoder.{key}"], enc[key]) and torch.equal(trained[f"motion.encoder.{key}"], enc[key])
+    from hivau.models.io import load_model
+
+    assert load_model(tmp_path / "run" / "model").cfg.vision_path is None  # self-contained once saved
+
+
+def test_a_trained_model_captions_clips_as_the_hivau_backend(built_demo, tmp_path):
+    from hivau.models.io import save_model
+    from hivau.models.registry import record_decision
+    from hivau.schemas import reasons
+    from hivau.tasks.caption import CaptionFailure, CaptionSettings, ClipFrames, make_captioner
+    from hivau.workspace import Workspace
+
+    model = small_model().eval()
+    save_model(model, tmp_path / "models" / "m1", card="# test\n")
+    record_decision(tmp_path / "models", {"name": "m1", "path": str(tmp_path / "models" / "m1")}, registered=True)
+    ws = Workspace.at(built_demo)
+    captioner = make_captioner(CaptionSettings(backend="hivau", model=str(tmp_path / "models"), max_new_tokens=8), ws)
+    assert captioner.generator.backend == "hivau" and captioner.generator.model == str(tmp_path / "models" / "m1")
+    clip = next(c for c in ws.read_records("clips") if c.media_path)
+    good = ClipFrames(clip.clip_id, clip.start_s, clip.end_s, np.zeros((1, 8, 8, 3), np.uint8), [0.0],
+                      str(ws.root / clip.media_path))
+    broken = ClipFrames("x", 0.0, 1.0, np.zeros((1, 8, 8, 3), np.uint8), [0.0], str(tmp_path / "missing.mp4"))
+    said, failed = captioner.caption([good]) + captioner.caption([broken])
+    frames, motion = captioner._inputs(good)
+    expected = model.generate(torch.from_numpy(frames[None]), torch.from_numpy(motion[None]), [captioner.prompt],
+                              max_new_tokens=8)[0]
+    assert said == (expected or CaptionFailure(reasons.CAPTION_FAILED, "the model generated no text"))
+    assert isinstance(failed, CaptionFailure) and failed.reason == reasons.CAPTION_FAILED
