@@ -68,7 +68,7 @@ def test_switched_off_terms_are_zero_and_frozen_or_lora_weights_stay_put():
     model = small_model(freeze_encoders=True, lm_train="lora", lora_targets=["q_proj", "v_proj"])
     losses = model(*batch(model), t1=0.0, t2=0.0)
     assert float(losses.mv) == 0.0 and float(losses.ml) == 0.0
-    assert float(losses.total) == pytest.approx(float(losses.vl))
+    assert float(losses.total.detach()) == pytest.approx(float(losses.vl.detach()))
     model(*batch(model), t1=0.1, t2=0.1).total.backward()
     assert all(p.grad is None for p in model.video.encoder.parameters())
     assert all(p.grad is None for p in model.motion.encoder.parameters())
@@ -230,7 +230,7 @@ def test_pretrained_preset_loads_local_checkpoints_and_trains_lora_only(demo_rel
     lora_b = [k for k in trained if "lora_B" in k]
     assert lora_b and any(trained[k].abs().sum() > 0 for k in lora_b)  # ...and trains its adapters
     enc = CLIPVisionModel.from_pretrained(tmp_path / "vision").state_dict()
-    key = "vision_model.encoder.layers.0.mlp.fc1.weight"
+    key = next(k for k in enc if k.endswith("layers.0.mlp.fc1.weight"))
     assert torch.equal(trained[f"video.encoder.{key}"], enc[key]) and torch.equal(trained[f"motion.encoder.{key}"], enc[key])
     from hivau.models.io import load_model
 
