@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -111,8 +112,10 @@ class FrameStore:
         reader = self._reader(media)
         frames = reader.get_batch(list(map(int, indices))).asnumpy()
         motion = motion_frames(reader, indices, self.mask, self.threshold, frames=frames)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, frames=frames, motion=motion)
+        # a temporary name of this process's own: DDP ranks may fill the same cache at the same time
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, frames=frames, motion=motion)
         tmp.replace(path)
         return frames, motion
 

@@ -110,7 +110,8 @@ def _train(release: Path, out: Path, *extra: str, world: int = 1) -> subprocess.
                "-m", "hivau.models.train", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    failed = "\n".join(line for line in proc.stderr.splitlines() if "[rank1]" in line or "Error" in line)
+    assert proc.returncode == 0, proc.stdout[-2000:] + failed[-4000:] + proc.stderr[-2000:]
     return proc
 
 
