@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -13,6 +12,7 @@ import numpy as np
 
 from hivau.models.motion_input import motion_frames
 from hivau.models.sampler import sample_indices, uniform_indices
+from hivau.workspace import atomic_target
 
 
 @dataclass
@@ -80,11 +80,11 @@ def motion_targets(rows: Sequence[Row]) -> dict[str, str]:
 
 
 class FrameStore:
-    """Frames and motion-masked frames of media files at the model's input size, cached on disk."""
+    """Frames and motion-masked frames of media files at the model's input size, cached on disk (when `cache`
+    is a folder)."""
 
-    def __init__(self, cache: Path, image_size: int, mask: str = "soft", threshold: float = 0.2):
+    def __init__(self, cache: Optional[Path], image_size: int, mask: str = "soft", threshold: float = 0.2):
         self.cache, self.size, self.mask, self.threshold = cache, image_size, mask, threshold
-        cache.mkdir(parents=True, exist_ok=True)
         self._lengths: dict[str, tuple[int, float]] = {}
 
     def _reader(self, media: Path):
@@ -102,22 +102,31 @@ class FrameStore:
 
     def frames(self, media: Path, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(frames, motion frames), each (len(indices), size, size, 3) uint8."""
-        stat = media.stat()
-        key = json.dumps([str(media), stat.st_size, stat.st_mtime_ns, list(map(int, indices)), self.size,
-                          self.mask, self.threshold])
-        path = self.cache / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
-        if path.is_file():
+        path = self._cache_path(media, indices)
+        if path is not None and path.is_file():
             with np.load(path) as data:
                 return data["frames"], data["motion"]
         reader = self._reader(media)
         frames = reader.get_batch(list(map(int, indices))).asnumpy()
         motion = motion_frames(reader, indices, self.mask, self.threshold, frames=frames)
-        # a temporary name of this process's own: DDP ranks may fill the same cache at the same time
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, frames=frames, motion=motion)
-        tmp.replace(path)
+        if path is not None:  # DDP ranks may fill one cache at once: atomic_target's names are per writer
+            with atomic_target(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, frames=frames, motion=motion)
         return frames, motion
+
+    def _cache_path(self, media: Path, indices: Sequence[int]) -> Optional[Path]:
+        if self.cache is None:
+            return None
+        stat = media.stat()
+        key = json.dumps([str(media), stat.st_size, stat.st_mtime_ns, list(map(int, indices)), self.size,
+                          self.mask, self.threshold])
+        return self.cache / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+
+    def uniform(self, media: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n uniform frames (a clip's input) with their motion frames, padded to n."""
+        count, _ = self.length(media)
+        frames, motion = self.frames(media, uniform_indices(count, n))
+        return pad_frames(frames, n), pad_frames(motion, n)
 
     def snippets(self, media: Path, stride: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """One frame every `stride` frames (the scorer's snippets) with their motion frames."""
@@ -126,11 +135,9 @@ class FrameStore:
         return (indices, *self.frames(media, indices))
 
 
-def item_indices(level: str, n_frames: int, n: int, sampler: str, frame_scores: Optional[np.ndarray],
-                 tau: float, candidate_stride: int) -> list[int]:
-    """Clips take uniform frames; events and videos the configured sampler over every k-th frame's score."""
-    if level == "clip" or frame_scores is None:
-        return uniform_indices(n_frames, n)
+def sampled_indices(n_frames: int, n: int, sampler: str, frame_scores: np.ndarray, tau: float,
+                    candidate_stride: int) -> list[int]:
+    """An event's or video's frames: the sampler over every k-th frame's score."""
     candidates = np.arange(0, n_frames, candidate_stride)
     picked = sample_indices(sampler, frame_scores[candidates], n, tau)
     return [int(candidates[i]) for i in picked]

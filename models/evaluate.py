@@ -97,7 +97,7 @@ def score_rows(rows, answers: dict[str, str], scorer: CaptionScorer) -> dict:
             for name, ids in sorted(groups.items())}
 
 
-def scorer_auc(model, store, release: Path, device="cpu") -> dict:
+def scorer_auc(model, store, release: Path, device="cpu", memo: Optional[dict] = None) -> dict:
     """Frame-level ROC AUC of the anomaly scorer over all test videos' frames, pooled."""
     from hivau.models.data import video_labels
     from hivau.models.scorer import frame_labels, roc_auc
@@ -108,7 +108,7 @@ def scorer_auc(model, store, release: Path, device="cpu") -> dict:
     for v in videos:
         n, fps = store.length(v.media)
         labels.append(frame_labels(n, fps, v.events))
-        scores.append(frame_scores(model, store, v.media, device))
+        scores.append(frame_scores(model, store, v.media, device, memo))
     if not videos:
         return {"auc": None, "videos": 0}
     labels, scores = np.concatenate(labels), np.concatenate(scores)
@@ -120,7 +120,10 @@ def scorer_auc(model, store, release: Path, device="cpu") -> dict:
 def headline(metrics: dict) -> dict:
     """The figures a new model must not fall below: mean BLEU-4 and CIDEr over levels, and scorer AUC."""
     levels = [metrics["text"][k] for k in ("clip", "event", "video") if metrics["text"].get(k, {}).get("n")]
-    mean = lambda key: float(np.mean([m[key] for m in levels])) if levels else None  # noqa: E731
+
+    def mean(key: str) -> Optional[float]:
+        return float(np.mean([m[key] for m in levels])) if levels else None
+
     return {"bleu4": mean("BLEU-4"), "cider": mean("CIDEr"), "auc": metrics["scorer"].get("auc")}
 
 
@@ -160,17 +163,18 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
     if not rows:
         raise ValueError(f"{release} has no test rows to evaluate on")
     torch.manual_seed(0)
-    frames = item_frames(model, store, rows, train_cfg, device, sampler=train_cfg.sampler)
+    memo: dict = {}  # frame scores per media file, shared by the samplers and the AUC
+    frames = item_frames(model, store, rows, train_cfg, device, sampler=train_cfg.sampler, memo=memo)
     answers = generate_answers(model, store, rows, frames, batch_size, model.cfg.max_answer_tokens)
     long_rows = [r for r in rows if r.level in ("event", "video")]
     with CaptionScorer(meteor) as scorer:
         metrics = {"model": str(model_dir), "release": str(release), "sampler": train_cfg.sampler,
-                   "text": score_rows(rows, answers, scorer), "scorer": scorer_auc(model, store, release, device)}
+                   "text": score_rows(rows, answers, scorer), "scorer": scorer_auc(model, store, release, device, memo)}
         ablation = {}
         for name in samplers:
             said = answers
             if name != train_cfg.sampler:
-                picked = item_frames(model, store, long_rows, train_cfg, device, name)
+                picked = item_frames(model, store, long_rows, train_cfg, device, name, memo)
                 said = generate_answers(model, store, long_rows, picked, batch_size, model.cfg.max_answer_tokens)
             ablation[name] = {lvl: m for lvl, m in score_rows(long_rows, said, scorer).items() if ":" not in lvl}
     metrics["ablation"] = ablation

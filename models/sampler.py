@@ -6,16 +6,14 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from hivau.tasks.segments import uniform_frame_indices
+
 SamplerName = Literal["ats", "uniform", "topk"]
 
 
 def uniform_indices(n_frames: int, n: int) -> list[int]:
     """n indices at the centres of n equal spans (every frame, once, when the video is that short)."""
-    if n_frames <= 0 or n <= 0:
-        return []
-    if n_frames <= n:
-        return list(range(n_frames))
-    return [int((k + 0.5) * n_frames / n) for k in range(n)]
+    return uniform_frame_indices(0, n_frames - 1, n)
 
 
 def density_aware_indices(scores: Sequence[float], n: int, tau: float = 0.1) -> list[int]:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from hivau.models.config import ModelConfig, TrainConfig
-from hivau.models.data import FrameStore, Row, item_indices, motion_targets, pad_frames, read_rows, video_labels
+from hivau.models.data import FrameStore, Row, motion_targets, pad_frames, read_rows, sampled_indices, video_labels
 from hivau.models.sampler import scores_to_frames
 from hivau.models.scorer import mil_ranking, snippet_bce, snippet_targets
+from hivau.workspace import atomic_target, atomic_write_bytes
 
 
 # ---------------------------------------------------------------- set-up
@@ -95,9 +97,15 @@ def snippet_scores(model, store: FrameStore, media: Path, device) -> np.ndarray:
         return torch.sigmoid(model.scorer(feats[None]))[0].float().cpu().numpy()
 
 
-def frame_scores(model, store: FrameStore, media: Path, device) -> np.ndarray:
+def frame_scores(model, store: FrameStore, media: Path, device, memo: Optional[dict] = None) -> np.ndarray:
+    """Per-frame scores of a media file; `memo` keeps them for callers that ask again with the same scorer."""
+    if memo is not None and str(media) in memo:
+        return memo[str(media)]
     n, _ = store.length(media)
-    return scores_to_frames(snippet_scores(model, store, media, device), model.cfg.scorer.stride, n)
+    scores = scores_to_frames(snippet_scores(model, store, media, device), model.cfg.scorer.stride, n)
+    if memo is not None:
+        memo[str(media)] = scores
+    return scores
 
 
 def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, device, out: Path, rank: int) -> dict:
@@ -155,16 +163,19 @@ def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, devi
 
 # ---------------------------------------------------------------- stage 2: the video LLM
 def item_frames(model, store: FrameStore, rows: list[Row], cfg: TrainConfig, device,
-                sampler: Optional[str] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                sampler: Optional[str] = None, memo: Optional[dict] = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Frames per item: uniform for clips, the sampler over scorer scores for events and videos."""
     out = {}
     n = model.cfg.n_frames
     for row in rows:
         if row.item_id in out:
             continue
+        if row.level == "clip":
+            out[row.item_id] = store.uniform(row.media, n)
+            continue
         count, _ = store.length(row.media)
-        scores = frame_scores(model, store, row.media, device) if row.level != "clip" else None
-        indices = item_indices(row.level, count, n, sampler or cfg.sampler, scores, cfg.tau, cfg.candidate_stride)
+        scores = frame_scores(model, store, row.media, device, memo)
+        indices = sampled_indices(count, n, sampler or cfg.sampler, scores, cfg.tau, cfg.candidate_stride)
         frames, motion = store.frames(row.media, indices)
         out[row.item_id] = (pad_frames(frames, n), pad_frames(motion, n))
     return out
@@ -202,14 +213,12 @@ def make_optimizer(model, cfg: TrainConfig):
 
 def save_checkpoint(out: Path, step: int, model, optimizer, scheduler, meta: dict) -> None:
     path = out / "checkpoints" / f"step-{step:07d}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                                                          "torch": torch.get_rng_state()}, "meta": meta}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    (out / "checkpoints" / "latest").write_text(path.name)
+    with atomic_target(path) as tmp:
+        torch.save(state, tmp)
+    atomic_write_bytes(out / "checkpoints" / "latest", path.name.encode())
 
 
 def latest_checkpoint(out: Path) -> Optional[Path]:
@@ -277,7 +286,6 @@ def train(cfg: TrainConfig) -> dict:
     per_step = cfg.batch_size * cfg.grad_accum * world
     steps_per_epoch = max(1, len(rows) // per_step)
     total = cfg.max_steps if cfg.max_steps is not None else max(1, int(cfg.epochs * steps_per_epoch))
-    model.scorer.requires_grad_(True)
     checkpoint = latest_checkpoint(out)
     scorer_report = {}
     if checkpoint is None:
@@ -308,9 +316,9 @@ def train(cfg: TrainConfig) -> dict:
             picked = [rows[i] for i in batch]
             video = torch.from_numpy(np.stack([frames[r.item_id][0] for r in picked])).to(device)
             moving = torch.from_numpy(np.stack([frames[r.item_id][1] for r in picked])).to(device)
-            sync = m == len(batches) - 1 or world == 1
-            context = ddp.no_sync() if (world > 1 and not sync) else torch.enable_grad()
-            with context, autocast:
+            # DDP averages gradients on the last micro-batch only
+            accumulate = ddp.no_sync() if world > 1 and m < len(batches) - 1 else contextlib.nullcontext()
+            with accumulate, autocast:
                 losses = ddp(video, moving, [r.prompt for r in picked], [r.answer for r in picked],
                              [motion.get(r.item_id, "") for r in picked], t1=cfg.t1, t2=cfg.t2)
                 (losses.total / len(batches)).backward()

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Optional, Protocol, Union
 
 import numpy as np
@@ -194,6 +195,7 @@ class HivauCaptioner:
     motion-masked frames beside them from the clip file, then answers the clip-caption instruction."""
 
     def __init__(self, settings: CaptionSettings):
+        from hivau.models.data import FrameStore
         from hivau.models.io import load_model
         from hivau.models.registry import resolve_model
         from hivau.tasks.release import TEMPLATES
@@ -205,20 +207,11 @@ class HivauCaptioner:
         self.settings = settings
         self.prompt = TEMPLATES[("clip", "caption")][0]
         self.generator = Generator(backend="hivau", model=str(self.path), prompt_version="hivau-vlm@1")
+        cfg = self.model.cfg
+        self.store = FrameStore(None, cfg.vision["image_size"], cfg.motion_mask, cfg.motion_threshold)
 
     def _inputs(self, clip: ClipFrames):
-        from hivau.models.data import pad_frames
-        from hivau.models.motion_input import motion_frames
-        from hivau.models.sampler import uniform_indices
-        from hivau.tasks.frames import open_reader
-
-        size = self.model.cfg.vision["image_size"]
-        reader = open_reader(clip.media_path, width=size, height=size)
-        indices = uniform_indices(len(reader), self.model.cfg.n_frames)
-        frames = reader.get_batch(indices).asnumpy()
-        motion = motion_frames(reader, indices, self.model.cfg.motion_mask, self.model.cfg.motion_threshold, frames)
-        n = self.model.cfg.n_frames
-        return pad_frames(frames, n), pad_frames(motion, n)
+        return self.store.uniform(Path(clip.media_path), self.model.cfg.n_frames)
 
     def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
         import torch
