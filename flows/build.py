@@ -1,10 +1,17 @@
-"""`build-hivau`: ingest, probe, decouple, cut, caption, roll up and extract motion, as a Prefect flow."""
+"""`build-hivau`: ingest, probe, decouple, cut, caption, roll up and extract motion, as a Prefect flow.
+
+The flow moves ids and settings only: every video's record lives in the workspace's store, and the work goes
+to tasks a shard of videos at a time (probe/plan/cut, captioning, motion phrases, review media), on threads,
+a local Dask cluster, or an existing one (`dask_address`).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Callable, Literal, Optional
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -13,145 +20,178 @@ from pydantic import Field
 
 from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
-from hivau.schemas import reasons
-from hivau.schemas.item import VideoItem
-from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord
-from hivau.tasks.caption import CaptionSettings, caption_item, make_captioner
+from hivau.schemas.records import AnnotationFormat, CutMode
+from hivau.tasks.caption import CaptionSettings
 from hivau.tasks.cut import CutSettings
-from hivau.tasks.decouple import PlanSettings, plan_video
-from hivau.tasks.ingest import IngestReport, load_annotations
-from hivau.tasks.motion import motion_records
+from hivau.tasks.decouple import PlanSettings
+from hivau.tasks.merge import merge_workspace
+from hivau.tasks.llm import Usage
 from hivau.tasks.review import ReviewSettings
 from hivau.tasks.rollup import RollupSettings, run_rollup
-from hivau.tasks.stages import (RunSummary, apply_reviewed_boundaries, apply_reviewed_proposals, cut_item, probe_item,
-                                write_manifests)
-from hivau.workspace import Workspace, atomic_write_json
+from hivau.tasks.stages import (ShardReport, caption_shard, default_batch_id, failed_item, ingest_batch, motion_shard,
+                                process_shard, review_media_shard, shards)
+from hivau.workspace import Workspace
 
 TaskRunnerKind = Literal["threads", "dask"]
-CUT_RETRIES = 2
+SHARD_RETRIES = 2
 
 
 @task(cache_policy=NO_CACHE)
-def ingest_annotations(fmt: AnnotationFormat, annotations: Optional[str], videos_dir: Optional[str],
-                       labels: Optional[str]) -> IngestReport:
-    return load_annotations(fmt, annotations, videos_dir, labels)
+def ingest_videos(workspace: str, batch: str, fmt: AnnotationFormat, annotations: Optional[str],
+                  videos_dir: Optional[str], labels: Optional[str]) -> list[str]:
+    """Read the annotations into the store; returns the batch's video ids."""
+    record = ingest_batch(Workspace.at(workspace), batch, fmt, annotations, videos_dir, labels)
+    get_run_logger().info("ingest: %d entries, %d videos found, %d quarantined at ingest", record.n_entries,
+                          len(record.video_ids), len(record.quarantine))
+    return record.video_ids
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def probe_source(item: VideoItem) -> VideoItem:
-    return probe_item(item)
-
-
-@task(cache_policy=NO_CACHE)
-def plan_segments(item: VideoItem, settings: PlanSettings, workspace: str) -> VideoItem:
-    if item.status == "quarantined":
-        return item
-    ws = Workspace.at(workspace)
-    return apply_reviewed_boundaries(plan_video(apply_reviewed_proposals(item, ws), settings), ws)
-
-
-@task(retries=CUT_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def cut_segments(item: VideoItem, workspace: str, cut_mode: CutMode, settings: CutSettings) -> VideoItem:
-    if item.status == "quarantined":
-        return item
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def cut_videos(workspace: str, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings,
+               cut: CutSettings) -> ShardReport:
     # Earlier attempts raise so Prefect retries (finished segments are resumed, not redone); the last
-    # attempt records what still fails as quarantine instead, so the video's other segments survive.
-    last_attempt = (task_run.run_count or 1) > CUT_RETRIES
-    return cut_item(item, Workspace.at(workspace), cut_mode, settings, record_failures=last_attempt)
+    # attempt records what still fails as quarantine instead, so the shard's other segments survive.
+    last_attempt = (task_run.run_count or 1) > SHARD_RETRIES
+    return process_shard(Workspace.at(workspace), video_ids, cut_mode, plan, cut, record_failures=last_attempt)
+
+
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def caption_videos(workspace: str, video_ids: list[str], settings: CaptionSettings) -> ShardReport:
+    return caption_shard(Workspace.at(workspace), video_ids, settings)
+
+
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def extract_motion_phrases(workspace: str, video_ids: list[str]) -> ShardReport:
+    return motion_shard(Workspace.at(workspace), video_ids)
+
+
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def cut_review_media(workspace: str, video_ids: list[str], context_s: float) -> ShardReport:
+    return review_media_shard(Workspace.at(workspace), video_ids, context_s)
 
 
 @task(cache_policy=NO_CACHE)
-def caption_clips(items: list[VideoItem], workspace: str, settings: CaptionSettings) -> list[VideoItem]:
-    """Caption clips without a caption (model backends), or record which lack one (`provided`)."""
+def roll_up_texts(workspace: str, video_ids: list[str], settings: RollupSettings, shard_size: int) -> str:
+    """Event and video summaries with their splits, and 5W2H pairs, a shard at a time; LLM answers are cached."""
     logger = get_run_logger()
     ws = Workspace.at(workspace)
-    captioner = make_captioner(settings, ws)
-    if captioner is not None:
-        logger.info("captioning clips with %s %s", captioner.generator.backend, captioner.generator.model)
-    out = []
-    with progress_bar("captioning clips", total=len(items)) as advance:
-        for item in items:
-            out.append(caption_item(item, ws, captioner, settings))
-            advance()
-    return out
+    usage, model, backend = Usage(), None, "extractive"
+    with progress_bar("drafting summaries and QA", total=len(video_ids)) as advance:
+        for shard in shards(video_ids, shard_size):
+            def saved(item) -> None:  # each video as it finishes, so a killed run loses little
+                if item.status != "quarantined":
+                    item.status = "drafted"
+                ws.put_video(item)
+                advance()
 
-
-@task(cache_policy=NO_CACHE)
-def roll_up_texts(items: list[VideoItem], workspace: str, settings: RollupSettings) -> list[VideoItem]:
-    """Event and video summaries with their splits, and 5W2H pairs; LLM answers are cached in state/."""
-    logger = get_run_logger()
-    ws = Workspace.at(workspace)
-    with progress_bar("drafting summaries and QA", total=len(items)) as advance:
-        def saved(item: VideoItem) -> None:  # per-video state as each finishes, so a killed run loses little
-            atomic_write_json(ws.video_state(item.video_id), item.model_dump(mode="json"))
-            advance()
-
-        run = run_rollup(items, ws.state / "llm_cache", settings, on_done=saved)
-    logger.info(run.note)
-    create_table_artifact(run.usage.rows(settings.llm, run.model), key="build-hivau-llm-usage",
-                          description=f"roll-up requests, tokens and estimated cost ({run.backend})")
+            run = run_rollup(list(ws.iter_videos(shard)), ws.state / "llm_cache", settings, on_done=saved)
+            usage.merge(run.usage)
+            model, backend = run.model, run.backend
+    note = run.note if video_ids else "roll-up: nothing to draft"
+    logger.info(note)
+    create_table_artifact(usage.rows(settings.llm, model), key="build-hivau-llm-usage",
+                          description=f"roll-up requests, tokens and estimated cost ({backend})")
     logger.info("roll-up: %d requests sent, %d answered from cache, %d retries, %d prompt + %d completion tokens",
-                run.usage.requests, run.usage.cache_hits, run.usage.retries, run.usage.prompt_tokens,
-                run.usage.completion_tokens)
-    return run.items
+                usage.requests, usage.cache_hits, usage.retries, usage.prompt_tokens, usage.completion_tokens)
+    return note
 
 
-@task(cache_policy=NO_CACHE)
-def extract_motion_phrases(items: list[VideoItem]) -> list[VideoItem]:
-    out = []
-    for item in items:
-        item = item.model_copy()
-        item.motion_phrases = motion_records(item) if item.status != "quarantined" else []
-        out.append(item)
-    return out
-
-
-@task(cache_policy=NO_CACHE)
-def write_run_manifests(workspace: str, report: IngestReport, items: list[VideoItem]) -> RunSummary:
-    return write_manifests(Workspace.at(workspace), report, items)
-
-
-def make_task_runner(kind: TaskRunnerKind, max_workers: int):
-    if kind == "dask":
+def make_task_runner(kind: TaskRunnerKind, max_workers: int, dask_address: Optional[str] = None):
+    if kind == "dask" or dask_address:
         from prefect_dask import DaskTaskRunner
 
+        if dask_address:  # an existing cluster: its workers need the same paths and this package installed
+            return DaskTaskRunner(address=dask_address)
         return DaskTaskRunner(cluster_kwargs={"n_workers": max_workers, "threads_per_worker": 1, "processes": True})
     from prefect.task_runners import ThreadPoolTaskRunner
 
     return ThreadPoolTaskRunner(max_workers=max_workers)
 
 
-def _failed_item(item: VideoItem, error: BaseException) -> VideoItem:
-    item = item.model_copy(deep=True)
-    item.quarantine.append(QuarantineRecord(item_id=item.video_id, video_id=item.video_id, level="video",
-                                            reason=reasons.CUT_FAILED, detail=f"{type(error).__name__}: {error}",
-                                            stage="cut", source=item.source))
-    item.status = "quarantined"
-    return item
+class Progress:
+    """One progress artifact for the whole build, advanced stage by stage as shards finish."""
+
+    def __init__(self, stages: int):
+        self.artifact = create_progress_artifact(0.0, key="build-hivau-progress",
+                                                 description="shards of videos through cut, caption, roll-up, motion")
+        self.stages, self.stage = stages, 0
+
+    def update(self, fraction: float) -> None:
+        update_progress_artifact(self.artifact, round(100.0 * (self.stage + fraction) / self.stages, 2))
+
+
+def run_shards(stage: str, submit: Callable[[list[str]], object], video_ids: list[str], shard_size: int,
+               workspace: str, progress: Progress) -> list[ShardReport]:
+    """Submit one task per shard and report progress as shards finish; a shard that fails after its retries
+    has its videos quarantined with the error, and the run goes on."""
+    logger = get_run_logger()
+    ws = Workspace.at(workspace)
+    parts = shards(video_ids, shard_size)
+    futures = {id(f): (f, part) for part in parts for f in [submit(part)]}
+    reports, done_videos = [], 0
+    with progress_bar(stage, total=len(video_ids)) as advance:
+        for future in as_completed([f for f, _ in futures.values()]):
+            part = futures[id(future)][1]
+            outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                logger.error("%s: a shard of %d videos failed after retries: %s", stage, len(part), outcome)
+                for item in ws.iter_videos(part):
+                    if item.status != "quarantined":
+                        ws.put_video(failed_item(item, stage, outcome))
+            else:
+                reports.append(outcome)
+            done_videos += len(part)
+            progress.update(done_videos / max(len(video_ids), 1))
+            for _ in part:
+                advance()
+    progress.stage += 1
+    return reports
 
 
 @flow(name="process-videos")
-def process_videos(items: list[VideoItem], workspace: str, cut_mode: CutMode, plan: PlanSettings,
-                   cut: CutSettings) -> list[VideoItem]:
-    """Probe, plan and cut every video concurrently on the task runner, reporting progress as videos finish."""
-    logger = get_run_logger()
-    probed = probe_source.map(items)
-    planned = plan_segments.map(probed, unmapped(plan), unmapped(workspace))
-    cuts = cut_segments.map(planned, unmapped(workspace), unmapped(cut_mode), unmapped(cut))
-    artifact = create_progress_artifact(0.0, key="build-hivau-progress", description="videos probed, planned and cut")
-    index = {id(f): i for i, f in enumerate(cuts)}
-    results: list[Optional[VideoItem]] = [None] * len(items)
-    with progress_bar("cutting videos", total=len(items)) as advance:
-        for done, future in enumerate(as_completed(list(cuts)), 1):
-            i = index[id(future)]
-            outcome = future.result(raise_on_failure=False)
-            if isinstance(outcome, BaseException):
-                logger.error("video %s failed after retries: %s", items[i].video_id, outcome)
-                outcome = _failed_item(items[i], outcome)
-            results[i] = outcome
-            update_progress_artifact(artifact, 100.0 * done / max(len(items), 1))
-            advance()
-    return results
+def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSettings, cut: CutSettings,
+                   captioner: CaptionSettings, rollup: RollupSettings, review_context_s: Optional[float],
+                   shard_size: int) -> dict:
+    """Every stage of one batch, shard by shard, on the flow's task runner (the roll-up talks to the LLM from here)."""
+    video_ids = Workspace.at(workspace).get_batch(batch).video_ids
+    progress = Progress(4 + (review_context_s is not None))
+    seconds: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def timed(stage: str) -> None:
+        nonlocal clock
+        seconds[stage], clock = round(time.monotonic() - clock, 3), time.monotonic()
+
+    reports = {"cut": run_shards("cut", lambda part: cut_videos.submit(workspace, part, cut_mode, plan, cut),
+                                 video_ids, shard_size, workspace, progress)}
+    timed("probe_plan_cut")
+    reports["caption"] = run_shards("caption", lambda part: caption_videos.submit(workspace, part, captioner),
+                                    video_ids, shard_size, workspace, progress)
+    timed("caption")
+    rollup_note = roll_up_texts(workspace, video_ids, rollup, shard_size)
+    progress.stage += 1
+    progress.update(0.0)
+    timed("rollup")
+    reports["motion"] = run_shards("motion", lambda part: extract_motion_phrases.submit(workspace, part), video_ids,
+                                   shard_size, workspace, progress)
+    timed("motion")
+    if review_context_s is not None:
+        reports["review-media"] = run_shards(
+            "review-media", lambda part: cut_review_media.submit(workspace, part, review_context_s), video_ids,
+            shard_size, workspace, progress)
+        timed("review_media")
+    cuts = reports["cut"]
+    return {"segments_cut": sum(r.segments_cut for r in cuts), "segments_resumed": sum(r.segments_resumed for r in cuts),
+            "workers": sorted({f"{r.host}:{r.pid}" for rs in reports.values() for r in rs}),
+            "workers_by_stage": {stage: sorted({f"{r.host}:{r.pid}" for r in rs}) for stage, rs in reports.items()},
+            "seconds_by_stage": seconds, "rollup": rollup_note}
+
+
+@task(cache_policy=NO_CACHE)
+def write_manifests(workspace: str) -> dict:
+    """The manifests of everything in the workspace (every batch), merged with the stored reviews, as one set."""
+    result = merge_workspace(Workspace.at(workspace))
+    return {"summary": result.summary.model_dump(), "batches": {k: v.model_dump() for k, v in result.batches.items()}}
 
 
 @flow(name="build-hivau", log_prints=True)
@@ -161,6 +201,8 @@ def build_hivau(
     annotations: Annotated[Optional[str], Field(description="annotation file (not needed for format 'none')")] = None,
     format: Annotated[AnnotationFormat, Field(description="hivau | uca | csv | none")] = "hivau",
     labels: Annotated[Optional[str], Field(description="event label file, for the 'uca' format")] = None,
+    batch: Annotated[Optional[str], Field(description="this batch's name in the workspace; default: from the "
+                                                      "annotation file (or videos folder) name")] = None,
     cut_mode: Annotated[CutMode, Field(description="accurate: re-encode at exact times; copy: keyframe-snapped")] = "accurate",
     plan: PlanSettings = PlanSettings(),
     cut: CutSettings = CutSettings(),
@@ -169,22 +211,44 @@ def build_hivau(
     review: ReviewSettings = ReviewSettings(),
     task_runner: TaskRunnerKind = "threads",
     max_workers: Annotated[int, Field(ge=1)] = 4,
+    dask_address: Annotated[Optional[str], Field(description="an existing Dask scheduler, tcp://HOST:PORT")] = None,
+    shard_size: Annotated[int, Field(ge=1, description="videos per task")] = 25,
+    lock_wait_s: Annotated[float, Field(ge=0, description="wait this long for another operation on the workspace")] = 0,
 ) -> dict:
-    """Build the hierarchical (video / event / clip) manifests and media for one batch of videos."""
-    report = ingest_annotations(format, annotations, videos_dir, labels)
-    print(f"ingest: {report.n_entries} entries, {len(report.items)} videos found, "
-          f"{len(report.quarantine)} quarantined at ingest")
-    runner = make_task_runner(task_runner, max_workers)
-    items = process_videos.with_options(task_runner=runner)(report.items, workspace, cut_mode, plan, cut)
-    items = caption_clips(items, workspace, captioner)
-    items = roll_up_texts(items, workspace, rollup)
-    items = extract_motion_phrases(items)
-    summary = write_run_manifests(workspace, report, items)
-    create_table_artifact(summary.rows(), key="build-hivau-summary", description=f"build-hivau run on {workspace}")
-    if review.should_push():
-        pushed = push_for_review(workspace, review)
-        print(f"review: drafts waiting in Label Studio at {pushed.url} (projects {pushed.projects})")
-    print(f"done: {summary.videos_processed} videos processed, {summary.videos_quarantined} quarantined, "
-          f"{summary.events} events, {summary.clips} clips, {summary.captions} captions, {summary.summaries} summaries, "
-          f"{summary.qa_pairs} QA pairs, {summary.motion_phrases} motion phrases; manifests in {workspace}/manifests")
-    return summary.model_dump()
+    """Build the hierarchical (video / event / clip) records of one batch into a workspace that accumulates
+    batches, and write the manifests of all of them."""
+    ws = Workspace.at(workspace)
+    batch = batch or default_batch_id(format, annotations, videos_dir)
+    with ws.lock(f"build-hivau (batch {batch})", lock_wait_s):
+        video_ids = ingest_videos(str(ws.root), batch, format, annotations, videos_dir, labels)
+        runner = make_task_runner(task_runner, max_workers, dask_address)
+        context = review.event_context_s if review.should_push() else None
+        work = process_videos.with_options(task_runner=runner)(str(ws.root), batch, cut_mode, plan, cut, captioner,
+                                                                rollup, context, shard_size)
+        print(work["rollup"])
+        record = ws.get_batch(batch)
+        ws.put_batch(record.model_copy(update={"last_build": work,
+                                               "built_at": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"}))
+        written = write_manifests(str(ws.root))
+        summary, total = written["batches"].get(batch, {}), written["summary"]
+        create_table_artifact(total_rows(summary, total), key="build-hivau-summary",
+                              description=f"build-hivau batch {batch} into {workspace}")
+        if review.should_push():
+            pushed = push_for_review(str(ws.root), review)
+            print(f"review: drafts waiting in Label Studio at {pushed.url} (projects {pushed.projects})")
+    print(f"done: batch {batch}: {summary.get('videos_processed', 0)} videos processed, "
+          f"{summary.get('videos_quarantined', 0)} quarantined, {summary.get('events', 0)} events, "
+          f"{summary.get('clips', 0)} clips, {summary.get('captions', 0)} captions, {summary.get('summaries', 0)} "
+          f"summaries, {summary.get('qa_pairs', 0)} QA pairs, {summary.get('motion_phrases', 0)} motion phrases; "
+          f"workspace: {total['videos_processed']} videos in {len(written['batches'])} batches; "
+          f"manifests in {workspace}/manifests")
+    return {**summary, "batch": batch, "workspace_totals": {k: v for k, v in total.items() if not isinstance(v, dict)},
+            "work": work}
+
+
+def total_rows(batch: dict, total: dict) -> list[dict]:
+    """The run summary table: `value` is this batch's figure, `workspace` the total over all batches."""
+    rows = [{"metric": k, "value": v, "workspace": total.get(k)} for k, v in batch.items() if not isinstance(v, dict)]
+    rows += [{"metric": f"quarantined:{k}", "value": v, "workspace": total["quarantined_by_reason"].get(k)}
+             for k, v in sorted(batch.get("quarantined_by_reason", {}).items())]
+    return rows

@@ -9,8 +9,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from hivau.tasks.review import ReviewSettings, Tables
-from hivau.workspace import Workspace, atomic_write_json
+from hivau.schemas.item import Tables
+from hivau.tasks.review import ReviewSettings, connect, push_proposals
+from hivau.workspace import Workspace
 
 
 class ProposalSettings(BaseModel):
@@ -27,7 +28,7 @@ def unannotated_videos(tables: Tables) -> list:
 
 @task(cache_policy=NO_CACHE)
 def score_and_propose(workspace: str, model_ref: str, settings: ProposalSettings) -> dict[str, list[dict]]:
-    """Score every unannotated video with the model's scorer; spans are written to state/proposals/."""
+    """Score every unannotated video with the model's scorer; returns video id -> proposed spans."""
     from hivau.models.data import FrameStore
     from hivau.models.io import load_model
     from hivau.models.proposals import propose_events, score_video
@@ -39,13 +40,10 @@ def score_and_propose(workspace: str, model_ref: str, settings: ProposalSettings
     store = FrameStore(ws.state / "proposals" / "frames", model.cfg.vision["image_size"], model.cfg.motion_mask,
                        model.cfg.motion_threshold)
     out = {}
-    for video in unannotated_videos(Tables.read(ws, drafts=True)):
+    for video in unannotated_videos(Tables.of(ws.iter_videos())):
         scores, fps = score_video(model, store, Path(video.path))
         spans = propose_events(scores, fps, settings.threshold, settings.min_length_s, settings.merge_gap_s)
         out[video.video_id] = [vars(s) for s in spans]
-        atomic_write_json(ws.state / "proposals" / f"{video.video_id}.json",
-                          {"model": str(path), "settings": settings.model_dump(), "spans": out[video.video_id],
-                           "max_score": float(scores.max()) if len(scores) else None})
     get_run_logger().info("proposed %d spans on %d unannotated videos", sum(map(len, out.values())), len(out))
     return out
 
@@ -60,17 +58,17 @@ def propose_events_flow(
 ) -> dict:
     """Propose anomalous spans on unannotated videos; with Label Studio configured, add them to the video tasks
     as timeline predictions. Spans a reviewer keeps become events at the next build-hivau run."""
-    from hivau.models.proposals import Proposal
-    from hivau.tasks.review import connect, push_proposals
+    from hivau.models.proposals import Proposal  # the models package is an optional extra
 
     ws = Workspace.at(workspace)
     ref = model or str(ws.root / "models")
-    spans = score_and_propose(workspace, ref, settings)
-    sent = {}
-    if review.should_push():
-        with connect(review) as ls:
-            sent = push_proposals(ws, ls, review, {v: [Proposal(**p) for p in ps] for v, ps in spans.items()},
-                                  f"hivau-scorer:{Path(ref).name}")
+    with ws.lock("propose-events"):
+        spans = score_and_propose(workspace, ref, settings)
+        sent = {}
+        if review.should_push():
+            with connect(review) as ls:
+                sent = push_proposals(ws, ls, review, {v: [Proposal(**p) for p in ps] for v, ps in spans.items()},
+                                      f"hivau-scorer:{Path(ref).name}")
     print(f"proposals: {sum(map(len, spans.values()))} spans on {len(spans)} unannotated videos; "
           f"sent to Label Studio for {len(sent)} videos")
     return {"spans": spans, "sent": sent}

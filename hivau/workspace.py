@@ -1,19 +1,30 @@
-"""Workspace layout and atomic writes: media, manifests (parquet), per-segment resume state."""
+"""The workspace: the one store of per-video records, batches, reviews, manifests as atomic sets, and its lock."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
+import socket
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Optional
+from urllib.parse import quote, unquote
 
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from hivau.schemas.records import TABLE_MODELS, to_arrow_table
+from hivau.schemas.item import BatchRecord, Tables, VideoItem
+from hivau.schemas.records import TABLE_MODELS, Level, ReviewRecord, arrow_schema, to_arrow_table
+
+LEVELS: tuple[Level, ...] = ("clip", "event", "video")
+MANIFEST_GENERATIONS = ".manifests"
 
 
 @contextmanager
@@ -43,6 +54,21 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
 
+def file_name(key: str) -> str:
+    """A record key as a file name: ids come from file stems and JSON keys, so only `/`, `%` and a leading
+    dot need escaping (`v=1djr...__#1_label_B4-0-0` stays readable)."""
+    name = quote(key, safe=" =#,;+@!~()[]{}'&$-_")
+    return "%2E" + name[1:] if name.startswith(".") else name
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another build, pull, release or propose holds the workspace."""
+
+
+_held: dict[str, int] = {}  # lock paths this process holds -> depth (nested stages of one operation)
+_held_guard = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -51,71 +77,297 @@ class Workspace:
     def at(cls, root: str | Path) -> "Workspace":
         return cls(Path(root).expanduser().resolve())
 
+    # ---------------------------------------------------------------- layout
     @property
     def media(self) -> Path:
         return self.root / "media"
 
     @property
     def manifests(self) -> Path:
+        """The current manifest set (a link to one generation under `.manifests/`)."""
         return self.root / "manifests"
 
     @property
     def state(self) -> Path:
         return self.root / "state"
 
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
     def event_media(self, event_id: str) -> Path:
-        return self.media / "events" / f"{event_id}.mp4"
+        return self.media / "events" / f"{file_name(event_id)}.mp4"
 
     def clip_media(self, clip_id: str) -> Path:
-        return self.media / "clips" / f"{clip_id}.mp4"
+        return self.media / "clips" / f"{file_name(clip_id)}.mp4"
+
+    def review_media(self, event_id: str) -> Path:
+        return self.media / "review" / f"{file_name(event_id)}.mp4"
+
+    def video_media(self, video_id: str) -> Path:
+        return self.media / "videos" / f"{file_name(video_id)}.mp4"
 
     def relative(self, path: str | Path) -> str:
         return Path(path).resolve().relative_to(self.root).as_posix()
 
     def segment_state(self, segment_id: str) -> Path:
-        return self.state / "segments" / f"{segment_id}.json"
+        return self.state / "segments" / f"{file_name(segment_id)}.json"
 
-    def video_state(self, video_id: str) -> Path:
-        return self.state / "videos" / f"{video_id}.json"
-
+    # ---------------------------------------------------------------- the store: one record per video
     @property
-    def drafts(self) -> Path:
-        """The build's own tables, before review: manifests/ holds them merged with the reviewers' work."""
-        return self.state / "drafts"
+    def videos_dir(self) -> Path:
+        return self.state / "videos"
 
+    def video_path(self, video_id: str) -> Path:
+        return self.videos_dir / f"{file_name(video_id)}.json"
+
+    def put_video(self, item: VideoItem) -> None:
+        atomic_write_bytes(self.video_path(item.video_id), item.model_dump_json().encode())
+
+    def get_video(self, video_id: str) -> Optional[VideoItem]:
+        path = self.video_path(video_id)
+        return VideoItem.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+    def delete_video(self, video_id: str) -> None:
+        self.video_path(video_id).unlink(missing_ok=True)
+
+    def video_ids(self) -> list[str]:
+        if not self.videos_dir.is_dir():
+            return []
+        return sorted(unquote(p.name[:-5]) for p in self.videos_dir.iterdir()
+                      if p.name.endswith(".json") and not p.name.startswith("."))
+
+    def iter_videos(self, video_ids: Optional[Iterable[str]] = None) -> Iterator[VideoItem]:
+        """The stored records, one at a time (a workspace of thousands never sits in memory whole)."""
+        for video_id in (self.video_ids() if video_ids is None else video_ids):
+            item = self.get_video(video_id)
+            if item is not None:
+                yield item
+
+    # ---------------------------------------------------------------- batches
+    def batch_path(self, batch_id: str) -> Path:
+        return self.state / "batches" / f"{file_name(batch_id)}.json"
+
+    def put_batch(self, batch: BatchRecord) -> None:
+        atomic_write_bytes(self.batch_path(batch.batch_id), batch.model_dump_json(indent=1).encode())
+
+    def get_batch(self, batch_id: str) -> Optional[BatchRecord]:
+        path = self.batch_path(batch_id)
+        return BatchRecord.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+    def batches(self) -> list[BatchRecord]:
+        folder = self.state / "batches"
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        return sorted((BatchRecord.model_validate_json(p.read_bytes()) for p in paths), key=lambda b: b.created_at)
+
+    # ---------------------------------------------------------------- reviews (the reviewers' words, verbatim)
     @property
     def reviews(self) -> Path:
         return self.state / "reviews"
 
-    @property
-    def releases(self) -> Path:
-        return self.root / "releases"
+    def review_path(self, level: Level, item_id: str) -> Path:
+        return self.reviews / level / f"{file_name(item_id)}.json"
 
-    def review_media(self, event_id: str) -> Path:
-        return self.media / "review" / f"{event_id}.mp4"
+    def put_review(self, record: ReviewRecord) -> None:
+        atomic_write_json(self.review_path(record.level, record.item_id), record.model_dump(mode="json"))
 
-    def video_media(self, video_id: str) -> Path:
-        return self.media / "videos" / f"{video_id}.mp4"
+    def get_review(self, level: Level, item_id: str) -> Optional[ReviewRecord]:
+        path = self.review_path(level, item_id)
+        return ReviewRecord.model_validate_json(path.read_text()) if path.is_file() else None
 
-    def manifest(self, table: str, drafts: bool = False) -> Path:
-        return (self.drafts if drafts else self.manifests) / f"{table}.parquet"
+    def stored_reviews(self) -> dict[str, ReviewRecord]:
+        out = {}
+        for level in LEVELS:
+            for path in sorted((self.reviews / level).glob("*.json")):
+                record = ReviewRecord.model_validate_json(path.read_text())
+                out[record.item_id] = record
+        return out
 
-    def write_table(self, table: str, records: list[BaseModel], drafts: bool = False) -> Path:
-        """Write one table atomically, with the table's pyarrow schema even when empty."""
-        model = TABLE_MODELS[table]
-        arrow = to_arrow_table(records, model)
-        path = self.manifest(table, drafts)
-        with atomic_target(path) as tmp:
-            pq.write_table(arrow, tmp)
-        return path
+    # ---------------------------------------------------------------- manifests, written as a set
+    def manifest(self, table: str) -> Path:
+        return self.manifests / f"{table}.parquet"
 
-    def read_table(self, table: str, drafts: bool = False):
-        return pq.read_table(self.manifest(table, drafts))
+    def read_table(self, table: str):
+        return pq.read_table(self.manifest(table))
 
-    def read_records(self, table: str, drafts: bool = False) -> list:
-        """A table as its record models (empty when the table was never written)."""
-        path = self.manifest(table, drafts)
+    def read_records(self, table: str) -> list:
+        """A manifest table as its record models (empty when the table was never written)."""
+        path = self.manifest(table)
         if not path.is_file():
             return []
         model = TABLE_MODELS[table]
         return [model.model_validate(row) for row in pq.read_table(path).to_pylist()]
+
+    def manifest_tables(self) -> Tables:
+        """The current manifests (drafts merged with reviews) as record lists, read from one set."""
+        folder = self.manifests.resolve()
+        return Tables(**{name: [TABLE_MODELS[name].model_validate(row) for row in pq.read_table(path).to_pylist()]
+                            if (path := folder / f"{name}.parquet").is_file() else []
+                            for name in ("videos", "events", "clips", "captions", "summaries", "qa")})
+
+    @contextmanager
+    def manifest_set(self) -> Iterator["ManifestSet"]:
+        """A new generation of `manifests/`: write its files, and on success `manifests` points at it in one
+        rename, so a reader sees the old set or the new one, never half of each. Files left unwritten carry
+        over from the current set; files whose bytes did not change keep the old file (and its mtime)."""
+        generations = self.root / MANIFEST_GENERATIONS
+        self._adopt_plain_manifests(generations)
+        current = self.manifests.resolve() if self.manifests.exists() else None
+        numbers = [int(p.name[1:]) for p in generations.glob("g*") if p.name[1:].isdigit()] if generations.is_dir() else []
+        new = generations / f"g{max(numbers, default=0) + 1:06d}"
+        new.mkdir(parents=True)
+        try:
+            writer = ManifestSet(new)
+            yield writer
+            writer.close()
+            writer.changed = changed = _carry_over(current, new)
+            if not changed and current is not None:
+                shutil.rmtree(new)
+                return
+            link = self.root / f".manifests.{os.getpid()}.link"
+            link.unlink(missing_ok=True)
+            os.symlink(new.relative_to(self.root), link)
+            os.replace(link, self.manifests)
+        except BaseException:
+            shutil.rmtree(new, ignore_errors=True)
+            raise
+        for old in generations.glob("g*"):  # keep the previous set for readers that opened it a moment ago
+            if old not in (new, current):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _adopt_plain_manifests(self, generations: Path) -> None:
+        """A workspace from before manifest sets has a plain folder: it becomes generation 0."""
+        if self.manifests.is_dir() and not self.manifests.is_symlink():
+            generations.mkdir(parents=True, exist_ok=True)
+            os.replace(self.manifests, generations / "g000000")
+            os.symlink(Path(MANIFEST_GENERATIONS) / "g000000", self.manifests)
+
+    # ---------------------------------------------------------------- one operation at a time
+    @contextmanager
+    def lock(self, operation: str, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the workspace for one build, pull, release or propose; a second one waits up to `wait_s`,
+        then stops with who holds it. Nested calls in the holding process (a build that pushes) pass."""
+        path = self.state / "workspace.lock"
+        key = str(path)
+        with _held_guard:
+            if _held.get(key):
+                _held[key] += 1
+                nested = True
+            else:
+                nested = False
+        if nested:
+            try:
+                yield
+            finally:
+                with _held_guard:
+                    _held[key] -= 1
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    fh.seek(0)
+                    holder = fh.read().strip() or "another process"
+                    fh.close()
+                    raise WorkspaceBusy(f"workspace {self.root} is busy: {holder}. It runs one build, pull, release "
+                                        f"or propose at a time; wait for it to finish (or pass a longer lock wait)")
+                time.sleep(0.2)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{operation} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC "
+                 f"(pid {os.getpid()} on {socket.gethostname()})")
+        fh.flush()
+        with _held_guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held.pop(key, None)
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+
+
+class ManifestSet:
+    """Streams record tables into one manifest generation, a row group at a time (memory stays bounded)."""
+
+    ROW_GROUP = 20_000
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._writers: dict[str, Any] = {}
+        self._rows: dict[str, list[dict]] = {}
+        self.changed: list[str] = []  # file names whose content differs from the previous set
+
+    def add(self, table: str, records: Iterable[BaseModel]) -> None:
+        rows = self._rows.setdefault(table, [])
+        rows += [r.model_dump(mode="json") for r in records]
+        if len(rows) >= self.ROW_GROUP:
+            self._flush(table)
+
+    def write_table(self, table: str, records: list[BaseModel]) -> None:
+        self.add(table, records)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        atomic_write_bytes(self.folder / name, data)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.folder / name, obj)
+
+    def _flush(self, table: str) -> None:
+        import pyarrow as pa
+
+        model = TABLE_MODELS[table]
+        if table not in self._writers:
+            self._writers[table] = pq.ParquetWriter(self.folder / f"{table}.parquet", arrow_schema(model))
+        self._writers[table].write_table(pa.Table.from_pylist(self._rows[table], schema=arrow_schema(model)))
+        self._rows[table] = []
+
+    def close(self) -> None:
+        for table, rows in self._rows.items():
+            if rows or table not in self._writers:
+                if rows:
+                    self._flush(table)
+                else:  # an empty table still has its schema
+                    pq.write_table(to_arrow_table([], TABLE_MODELS[table]), self.folder / f"{table}.parquet")
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x, y = fa.read(1 << 20), fb.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _carry_over(current: Optional[Path], new: Path) -> list[str]:
+    """Link unwritten files of the current set into the new one, and unchanged ones back to the old file;
+    returns the names whose content changed (or is new)."""
+    if current is None or not current.is_dir():
+        return sorted(p.name for p in new.iterdir())
+    changed = sorted(p.name for p in new.iterdir() if not (current / p.name).exists())
+    for old in current.iterdir():
+        if old.name.startswith("."):
+            continue
+        fresh = new / old.name
+        if not fresh.exists():
+            os.link(old, fresh)
+        elif _same_bytes(old, fresh):
+            fresh.unlink()
+            os.link(old, fresh)
+        else:
+            changed.append(old.name)
+    return sorted(changed)

@@ -1,14 +1,18 @@
-"""VideoItem: the one record that flows through ingest, probe, plan, cut, caption, roll-up and motion."""
+"""VideoItem, the one record every stage reads and writes; BatchRecord; Tables, many records as flat lists."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hivau.schemas.records import (
     AnnotationFormat, Caption, Clip, Event, MotionPhraseRecord, QAPair, QuarantineRecord, SourceVideo, Summary,
 )
+
+# A record's progress through the build; `done` and `quarantined` are final (only those reach the manifests).
+Status = Literal["ingested", "probed", "planned", "cut", "captioned", "drafted", "done", "quarantined"]
 
 
 class SummarySplit(BaseModel):
@@ -17,8 +21,12 @@ class SummarySplit(BaseModel):
     analysis: Optional[str] = None
 
 
+# Annotation times may be NaN (a broken file): kept as NaN through the store, reported at planning.
+_NAN_SAFE = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+
 class AnnotatedClip(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _NAN_SAFE
     start_s: float
     end_s: float
     caption: Optional[str] = None
@@ -27,7 +35,7 @@ class AnnotatedClip(BaseModel):
 class AnnotatedEvent(BaseModel):
     """An event as the annotation gives it; `unit='frame'` times are turned into seconds after probing."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _NAN_SAFE
     start_s: float
     end_s: float
     unit: Literal["s", "frame"] = "s"
@@ -38,6 +46,8 @@ class AnnotatedEvent(BaseModel):
 
 class VideoItem(BaseModel):
     """Everything known about one source video, filled in stage by stage."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     video_id: str
     path: Optional[str] = None
@@ -62,8 +72,53 @@ class VideoItem(BaseModel):
     qa: list[QAPair] = Field(default_factory=list)
     motion_phrases: list[MotionPhraseRecord] = Field(default_factory=list)
     quarantine: list[QuarantineRecord] = Field(default_factory=list)
-    status: Literal["ingested", "probed", "planned", "cut", "quarantined"] = "ingested"
+    status: Status = "ingested"
+    batch: Optional[str] = None  # the batch whose build wrote this record
 
     @property
     def is_anomaly(self) -> bool:
         return bool(self.labels) and not any(label.lower() == "normal" for label in self.labels)
+
+
+class BatchRecord(BaseModel):
+    """One batch of input (an annotation file and its videos folder) as last built into a workspace."""
+
+    batch_id: str
+    format: AnnotationFormat
+    annotations: Optional[str] = None
+    videos_dir: Optional[str] = None
+    labels: Optional[str] = None
+    created_at: str
+    built_at: Optional[str] = None
+    n_entries: int = 0
+    video_ids: list[str] = Field(default_factory=list)
+    # entries that never became a video record (malformed, no file, no labels): their reasons
+    quarantine: list[QuarantineRecord] = Field(default_factory=list)
+    last_build: dict = Field(default_factory=dict)  # seconds per stage, segments cut, where shards ran
+
+
+@dataclass
+class Tables:
+    """Records of many videos as flat lists, one per manifest table (what the merge, review and release read)."""
+
+    videos: list[SourceVideo] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    clips: list[Clip] = field(default_factory=list)
+    captions: list[Caption] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
+    qa: list[QAPair] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, items: Iterable[VideoItem]) -> "Tables":
+        """The drafts of processed videos (quarantined ones have none)."""
+        out = cls()
+        for item in items:
+            if item.status != "done" or item.probe is None:
+                continue
+            out.videos.append(item.probe)
+            out.events += item.planned_events
+            out.clips += item.planned_clips
+            out.captions += item.captions
+            out.summaries += item.summaries
+            out.qa += item.qa
+        return out

@@ -51,6 +51,7 @@ class SourceVideo(Record):
     labels: list[str] = Field(default_factory=list)
     is_anomaly: bool = False
     size_bytes: int = 0
+    mtime_ns: int = 0  # with size_bytes: a re-run re-probes only a file that changed
     duration_s: float = 0.0
     fps: float = 0.0
     r_fps: Optional[float] = None

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional, Protocol, Union
 
@@ -233,16 +234,22 @@ class HivauCaptioner:
 
 # ---------------------------------------------------------------- per video
 def make_captioner(settings: CaptionSettings, ws: Workspace, usage: Optional[Usage] = None) -> Optional[Captioner]:
-    """The configured model captioner; None for `provided`."""
+    """The configured model captioner; None for `provided`. Local models are loaded once per process."""
     if settings.backend == "provided":
         return None
-    if settings.backend == "transformers":
-        if not settings.model:
-            raise ValueError("the transformers captioner needs captioner.model: a local folder or a hub id")
-        return TransformersCaptioner(settings.model, settings)
+    if settings.backend in ("transformers", "hivau"):
+        return _local_captioner(settings.model_dump_json())
+    return OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"), usage)
+
+
+@lru_cache(maxsize=2)
+def _local_captioner(settings_json: str) -> Captioner:
+    settings = CaptionSettings.model_validate_json(settings_json)
     if settings.backend == "hivau":
         return HivauCaptioner(settings)
-    return OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"), usage)
+    if not settings.model:
+        raise ValueError("the transformers captioner needs captioner.model: a local folder or a hub id")
+    return TransformersCaptioner(settings.model, settings)
 
 
 def _clip_frames(ws: Workspace, clip, settings: CaptionSettings) -> ClipFrames:
@@ -261,30 +268,42 @@ def _cache_key(captioner: Captioner, ws: Workspace, clip, settings: CaptionSetti
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],
-                 settings: CaptionSettings) -> VideoItem:
-    """Caption the clips of one video that need it; each failure is a reasoned record for that clip."""
-    item = item.model_copy(deep=True)
-    if item.status == "quarantined":
-        return item
-    have = {c.item_id for c in item.captions if c.level == "clip" and c.text.strip()}
-    item.quarantine = [q for q in item.quarantine if q.stage != "caption"]
+def _caption_failure(item: VideoItem, clip_id: str, reason: str, detail: str) -> QuarantineRecord:
+    return QuarantineRecord(item_id=clip_id, video_id=item.video_id, level="clip", reason=reason, detail=detail,
+                            stage="caption", source=item.source)
 
-    def fail(clip_id: str, reason: str, detail: str) -> None:
-        item.quarantine.append(QuarantineRecord(item_id=clip_id, video_id=item.video_id, level="clip",
-                                                reason=reason, detail=detail, stage="caption", source=item.source))
 
-    if captioner is None:
-        for clip in item.planned_clips:
-            if clip.clip_id not in have:
-                fail(clip.clip_id, reasons.CAPTION_MISSING, "the annotations give no caption for this clip "
-                                                            "(captioner.backend=provided)")
-        return item
+def caption_items(items: list[VideoItem], ws: Workspace, captioner: Optional[Captioner],
+                  settings: CaptionSettings) -> list[VideoItem]:
+    """Caption the clips of many videos that need it, in batches that cross video boundaries; each failure is
+    a reasoned record for that clip. Frames are decoded one window at a time, so memory stays bounded."""
+    items = [it.model_copy(deep=True) for it in items]
+    todo: list[tuple[VideoItem, object]] = []
+    for item in items:
+        if item.status == "quarantined":
+            continue
+        have = {c.item_id for c in item.captions if c.level == "clip" and c.text.strip()}
+        item.quarantine = [q for q in item.quarantine if q.stage != "caption"]
+        if captioner is None:
+            item.quarantine += [_caption_failure(item, c.clip_id, reasons.CAPTION_MISSING,
+                                                 "the annotations give no caption for this clip "
+                                                 "(captioner.backend=provided)")
+                                for c in item.planned_clips if c.clip_id not in have]
+            continue
+        todo += [(item, c) for c in item.planned_clips
+                 if c.media_path and (settings.recaption_provided or c.clip_id not in have)]
+    if captioner is None or not todo:
+        return items
+    window = max(settings.batch_size, settings.llm.concurrency if settings.backend == "openai" else 1) * 4
+    for start in range(0, len(todo), window):
+        _caption_window(todo[start:start + window], ws, captioner, settings)
+    return items
 
-    todo = [c for c in item.planned_clips if c.media_path and (settings.recaption_provided or c.clip_id not in have)]
-    pending, keys = [], {}
-    for clip in todo:
-        keys[clip.clip_id] = key = _cache_key(captioner, ws, clip, settings)
+
+def _caption_window(todo: list, ws: Workspace, captioner: Captioner, settings: CaptionSettings) -> None:
+    pending: list[tuple[VideoItem, ClipFrames, str]] = []
+    for item, clip in todo:
+        key = _cache_key(captioner, ws, clip, settings)
         state_path = ws.state / "captions" / f"{clip.clip_id}.json"
         state = json.loads(state_path.read_text()) if state_path.is_file() else {}
         if state.get("key") == key:
@@ -292,16 +311,23 @@ def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],
             item.captions.append(Caption.model_validate(state["caption"]))
             continue
         try:
-            pending.append(_clip_frames(ws, clip, settings))
+            pending.append((item, _clip_frames(ws, clip, settings), key))
         except Exception as exc:  # decord raises its own error types for unreadable files
-            fail(clip.clip_id, reasons.CAPTION_FAILED, f"could not sample frames: {type(exc).__name__}: {exc}"[:300])
-    for frames, result in zip(pending, captioner.caption(pending) if pending else []):
+            item.quarantine.append(_caption_failure(item, clip.clip_id, reasons.CAPTION_FAILED,
+                                                    f"could not sample frames: {type(exc).__name__}: {exc}"[:300]))
+    results = captioner.caption([frames for _, frames, _ in pending]) if pending else []
+    for (item, frames, key), result in zip(pending, results):
         if isinstance(result, CaptionFailure):
-            fail(frames.clip_id, result.reason, result.detail)
+            item.quarantine.append(_caption_failure(item, frames.clip_id, result.reason, result.detail))
             continue
         caption = Caption(item_id=frames.clip_id, level="clip", video_id=item.video_id, text=result,
                           provenance="auto_draft", generator=captioner.generator, frame_times=frames.times_s)
         item.captions = [c for c in item.captions if c.item_id != frames.clip_id] + [caption]
         atomic_write_json(ws.state / "captions" / f"{frames.clip_id}.json",
-                          {"key": keys[frames.clip_id], "caption": caption.model_dump(mode="json")})
-    return item
+                          {"key": key, "caption": caption.model_dump(mode="json")})
+
+
+def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],
+                 settings: CaptionSettings) -> VideoItem:
+    """One video's clips (see `caption_items`)."""
+    return caption_items([item], ws, captioner, settings)[0]

@@ -6,18 +6,21 @@ Outputs are written to a hidden temporary file and renamed into place only once 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import ffmpeg
 from pydantic import BaseModel, Field
 
-from hivau.schemas.records import CutMode
+from hivau.schemas.records import CutMode, SourceVideo
 from hivau.tasks.media import last_error_line, require_binary, run_quiet
 from hivau.tasks.probe import read_packets
 from hivau.tasks.segments import keyframe_at_or_before
+from hivau.workspace import Workspace, atomic_write_json
 
 
 class CutError(RuntimeError):
@@ -64,12 +67,32 @@ def build_command(src: str, tmp: str, start: float, end: float, mode: CutMode, s
         # Even dimensions for yuv420p; ffmpeg auto-rotates when re-encoding, so outputs are upright.
         out = stream.output(tmp, vcodec="libx264", preset=settings.preset, crf=settings.crf, pix_fmt="yuv420p",
                             vf="scale=trunc(iw/2)*2:trunc(ih/2)*2", threads=settings.threads, **common)
-    return [require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", *out.get_args()]
+    return [require_binary("ffmpeg"), "-nostdin", "-v", "error", "-y", "-progress", "pipe:1", "-nostats",
+            *out.get_args()]
+
+
+def frames_written(progress: str) -> Optional[int]:
+    """The frame count of ffmpeg's last `-progress` block: what the cut wrote, without probing the file."""
+    frames = [ln.split("=", 1)[1] for ln in progress.splitlines() if ln.startswith("frame=")]
+    try:
+        return int(frames[-1]) if frames else None
+    except ValueError:
+        return None
+
+
+def written_span(seek: float, n_frames: int, fps: float) -> tuple[float, float]:
+    """[start, end] on the source's clock of n constant-rate frames written from `seek`."""
+    return round(seek, 6), round(seek + n_frames / fps, 6)
 
 
 def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMode, fps: float,
-                keyframe_times: Sequence[float] = (), settings: CutSettings = CutSettings()) -> CutResult:
-    """Cut [start, end] of `src` into `dst` atomically; returns the boundaries actually written."""
+                keyframe_times: Sequence[float] = (), settings: CutSettings = CutSettings(),
+                is_vfr: bool = False) -> CutResult:
+    """Cut [start, end] of `src` into `dst` atomically; returns the boundaries actually written.
+
+    ffmpeg's own progress report says how many frames it wrote; only a variable-rate source's output is
+    probed again, since there the frame count does not give the span.
+    """
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(dst)
@@ -79,11 +102,40 @@ def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMo
         out = run_quiet(cmd, timeout=settings.timeout_s)
         if out.returncode != 0:
             raise CutError(f"ffmpeg failed cutting {Path(src).name} [{start:.3f}, {end:.3f}]: {last_error_line(out.stderr)}")
-        times, _ = read_packets(str(tmp))
-        if not times:
+        n_frames = frames_written(out.stdout)
+        if is_vfr or not fps or n_frames is None:
+            times, _ = read_packets(str(tmp))
+            n_frames = len(times)
+            span = ((times[-1] - times[0]) + (1.0 / fps if fps else 0.0)) if times else 0.0
+            cut_start, cut_end = round(seek, 6), round(seek + span, 6)
+        else:
+            cut_start, cut_end = written_span(seek, n_frames, fps)
+        if not n_frames:
             raise CutError(f"ffmpeg wrote no video frames for {Path(src).name} [{start:.3f}, {end:.3f}]")
         os.replace(tmp, dst)
     finally:
         tmp.unlink(missing_ok=True)
-    span = (times[-1] - times[0]) + (1.0 / fps if fps else 0.0)
-    return CutResult(path=str(dst), mode=mode, start_s=round(seek, 6), end_s=round(seek + span, 6), n_frames=len(times))
+    return CutResult(path=str(dst), mode=mode, start_s=cut_start, end_s=cut_end, n_frames=n_frames)
+
+
+def _fingerprint(src: str, start: float, end: float, mode: CutMode, settings: CutSettings) -> str:
+    stat = Path(src).stat()
+    key = [str(Path(src).resolve()), stat.st_size, stat.st_mtime_ns, round(start, 6), round(end, 6), mode]
+    if mode == "accurate":
+        key += [settings.crf, settings.preset]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+
+
+def cut_or_resume(ws: Workspace, segment_id: str, dst: Path, video: SourceVideo, start: float, end: float,
+                  mode: CutMode, settings: CutSettings) -> tuple[CutResult, bool]:
+    """Cut one segment of `video` unless the same cut already finished; returns (result, was_cut_now)."""
+    partial_path(dst).unlink(missing_ok=True)  # left by a run killed mid-cut; never a valid output
+    fingerprint = _fingerprint(video.path, start, end, mode, settings)
+    state_path = ws.segment_state(segment_id)
+    if state_path.is_file() and dst.is_file():
+        state = json.loads(state_path.read_text())
+        if state.get("fingerprint") == fingerprint:
+            return CutResult(**state["result"]), False
+    result = cut_segment(video.path, dst, start, end, mode, video.fps, video.keyframe_times, settings, video.is_vfr)
+    atomic_write_json(state_path, {"fingerprint": fingerprint, "result": result.__dict__})
+    return result, True

@@ -1,7 +1,7 @@
-"""Merge pulled reviews into the drafted tables: human text wins, and every row says how it got there.
+"""Merge reviews into the drafts and write the manifests: human text wins, and every row says how it got there.
 
-`merge` is pure (tables in, tables out); `merge_workspace` adds the I/O: it reads `state/drafts/` and the
-stored reviews, re-cuts events whose boundaries a reviewer moved, and rewrites only the tables that changed.
+`merge` is pure (tables in, tables out); `merge_workspace` adds the I/O: it streams the store's records and
+the stored reviews into a new manifest set, re-cutting segments whose boundaries a reviewer moved.
 """
 
 from __future__ import annotations
@@ -12,9 +12,15 @@ from typing import Optional
 
 from pydantic import BaseModel, Field
 
-from hivau.schemas.records import HUMAN, Caption, Clip, Event, Provenance, QAPair, ReviewRecord, Summary
-from hivau.tasks.review import MERGED_TABLES, Tables, stored_reviews
+from hivau.schemas.item import BatchRecord, Tables, VideoItem
+from hivau.schemas.records import (
+    HUMAN, Caption, Clip, Event, Provenance, QAPair, QuarantineRecord, ReviewRecord, Summary,
+)
+from hivau.tasks.cut import CutSettings, cut_or_resume
+from hivau.tasks.rollup import QA_TYPES
 from hivau.workspace import Workspace
+
+MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa")
 
 TIME_TOLERANCE_S = 1e-3
 
@@ -116,8 +122,6 @@ def merge_qa(drafts: list[QAPair], review: Optional[ReviewRecord], level, video_
         out.append(pair.model_copy(update={"question": q, "answer": a, "provenance": judged(review, changed)}))
     have = {p.qa_type for p in drafts}
     if review.verdict != "reject":
-        from hivau.tasks.rollup import QA_TYPES
-
         for qa_type in QA_TYPES:  # pairs the reviewer added where the build drafted none
             q, a = review.text(f"q_{qa_type}"), review.text(f"a_{qa_type}")
             if qa_type not in have and q and a:
@@ -167,26 +171,74 @@ def merge(drafts: Tables, reviews: dict[str, ReviewRecord]) -> Tables:
     return replace(drafts, events=events, clips=clips, captions=captions, summaries=summaries, qa=out_qa)
 
 
+class RunSummary(BaseModel):
+    """Every input accounted for: entries = videos_processed + videos_quarantined (+ videos_unfinished)."""
+
+    entries: int = 0
+    videos_processed: int = 0
+    videos_quarantined: int = 0
+    videos_unfinished: int = 0  # a build stopped before they were done: run it again
+    events: int = 0
+    clips: int = 0
+    captions: int = 0
+    summaries: int = 0
+    qa_pairs: int = 0
+    motion_phrases: int = 0
+    texts_by_generator: dict[str, int] = Field(default_factory=dict)
+    quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
+    quarantined_by_level: dict[str, int] = Field(default_factory=dict)
+    workspace: str = ""
+
+    def add(self, item: VideoItem) -> None:
+        """Count one stored record (its drafts, as the build wrote them)."""
+        if item.status not in FINAL:
+            self.videos_unfinished += 1
+            return
+        self.add_quarantine(item.quarantine)
+        if item.status == "quarantined":
+            self.videos_quarantined += 1
+            return
+        self.videos_processed += 1
+        self.events, self.clips = self.events + len(item.planned_events), self.clips + len(item.planned_clips)
+        self.captions, self.summaries = self.captions + len(item.captions), self.summaries + len(item.summaries)
+        self.qa_pairs, self.motion_phrases = self.qa_pairs + len(item.qa), self.motion_phrases + len(item.motion_phrases)
+        for t in [*item.captions, *item.summaries, *item.qa]:
+            key = f"{t.__class__.__name__.lower()}:{t.generator.backend}"
+            self.texts_by_generator[key] = self.texts_by_generator.get(key, 0) + 1
+
+    def add_quarantine(self, records: list[QuarantineRecord]) -> None:
+        for q in records:
+            self.quarantined_by_reason[q.reason] = self.quarantined_by_reason.get(q.reason, 0) + 1
+            self.quarantined_by_level[q.level] = self.quarantined_by_level.get(q.level, 0) + 1
+
+    def rows(self) -> list[dict]:
+        rows = [{"metric": k, "value": v} for k, v in self.model_dump().items() if not isinstance(v, dict)]
+        rows += [{"metric": f"quarantined:{k}", "value": v} for k, v in sorted(self.quarantined_by_reason.items())]
+        rows += [{"metric": f"texts:{k}", "value": v} for k, v in sorted(self.texts_by_generator.items())]
+        return rows
+
+
+FINAL = ("done", "quarantined")
+
+
 class MergeResult(BaseModel):
     tables_rewritten: list[str] = Field(default_factory=list)
     recut: list[str] = Field(default_factory=list)
     provenance: dict[str, int] = Field(default_factory=dict)
+    summary: RunSummary = Field(default_factory=RunSummary)
+    batches: dict[str, RunSummary] = Field(default_factory=dict)
 
 
 def recut_corrected(ws: Workspace, tables: Tables) -> list[str]:
     """Cut the media of every event and clip whose reviewed boundaries moved (resumed when already cut)."""
-    from hivau.tasks.cut import CutSettings
-    from hivau.tasks.stages import cut_or_resume
-
     videos = {v.video_id: v for v in tables.videos}
     done = []
     for row, seg_id, dst in [(e, e.event_id, ws.event_media(e.event_id)) for e in tables.events] + \
                             [(c, c.clip_id, ws.clip_media(c.clip_id)) for c in tables.clips]:
         if row.provenance != "boundaries_corrected" or row.cut_start_s is not None or row.video_id not in videos:
             continue
-        v = videos[row.video_id]
-        result, fresh = cut_or_resume(ws, seg_id, dst, v.path, row.start_s, row.end_s, row.cut_mode or "accurate",
-                                      v.fps, v.keyframe_times, CutSettings())
+        result, fresh = cut_or_resume(ws, seg_id, dst, videos[row.video_id], row.start_s, row.end_s,
+                                      row.cut_mode or "accurate", CutSettings())
         row.cut_start_s, row.cut_end_s, row.n_frames = result.start_s, result.end_s, result.n_frames
         row.media_path = ws.relative(dst)
         if fresh:
@@ -194,26 +246,75 @@ def recut_corrected(ws: Workspace, tables: Tables) -> list[str]:
     return done
 
 
-def merge_workspace(ws: Workspace, reviews: Optional[dict[str, ReviewRecord]] = None) -> MergeResult:
-    """Rebuild manifests/{events,clips,captions,summaries,qa,reviews} from drafts + reviews; write what changed.
+def _entries_of(batch: BatchRecord, owner: dict[str, Optional[str]]) -> tuple[int, list[QuarantineRecord]]:
+    """A batch's entries and ingest rejections, less those whose video another batch now owns."""
+    def mine(key: str) -> bool:
+        return owner.get(key, batch.batch_id) in (batch.batch_id, None)
 
+    moved = sum(1 for v in batch.video_ids if not mine(v))
+    rejected = [q for q in batch.quarantine if mine(q.item_id)]
+    return batch.n_entries - moved - (len(batch.quarantine) - len(rejected)), rejected
+
+
+def merge_workspace(ws: Workspace, reviews: Optional[dict[str, ReviewRecord]] = None) -> MergeResult:
+    """Write the manifests as one new set: every finished record of every batch in the store, merged with the
+    stored reviews (human text wins), plus the quarantine table, the run summary and its report.
+
+    Records are read one video at a time; only files whose content changed are replaced.
     `reviews` defaults to every review stored in the workspace (a caller that has them passes them in).
     """
     result = MergeResult()
-    if not ws.drafts.is_dir():
-        return result
-    reviews = stored_reviews(ws) if reviews is None else reviews
-    merged = merge(Tables.read(ws, drafts=True), reviews)
-    result.recut = recut_corrected(ws, merged)
-    for table in MERGED_TABLES:
-        rows = getattr(merged, table)
-        if rows != ws.read_records(table):
-            ws.write_table(table, rows)
-            result.tables_rewritten.append(table)
-    review_rows = sorted(reviews.values(), key=lambda r: (r.level, r.item_id))
-    if review_rows != ws.read_records("reviews"):
-        ws.write_table("reviews", review_rows)
-        result.tables_rewritten.append("reviews")
-    result.provenance = dict(Counter(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa")
-                                     for row in getattr(merged, table)))
+    reviews = ws.stored_reviews() if reviews is None else reviews
+    by_video: dict[str, dict[str, ReviewRecord]] = {}
+    for item_id, review in reviews.items():
+        by_video.setdefault(review.video_id, {})[item_id] = review
+    batches = ws.batches()
+    owner: dict[str, Optional[str]] = {}
+    quarantine: list[QuarantineRecord] = []
+    provenance: Counter = Counter()
+    per_batch = {b.batch_id: RunSummary(workspace=str(ws.root)) for b in batches}
+    total = RunSummary(workspace=str(ws.root))
+    with ws.manifest_set() as out:
+        for item in ws.iter_videos():
+            owner[item.video_id] = item.batch
+            total.add(item)
+            per_batch.setdefault(item.batch or "", RunSummary(workspace=str(ws.root))).add(item)
+            if item.status not in FINAL:
+                continue
+            quarantine += item.quarantine
+            if item.status == "quarantined":
+                continue
+            merged = merge(Tables.of([item]), by_video.get(item.video_id, {}))
+            result.recut += recut_corrected(ws, merged)
+            for table in ("videos", *MERGED_TABLES):
+                out.add(table, getattr(merged, table))
+            out.add("motion_phrases", item.motion_phrases)
+            provenance.update(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa")
+                              for row in getattr(merged, table))
+        for batch in batches:
+            entries, rejected = _entries_of(batch, owner)
+            summary = per_batch[batch.batch_id]
+            summary.entries = entries
+            summary.videos_quarantined = entries - summary.videos_processed - summary.videos_unfinished
+            summary.add_quarantine(rejected)
+            total.entries += entries
+            total.add_quarantine(rejected)
+            quarantine += rejected
+        total.videos_quarantined = total.entries - total.videos_processed - total.videos_unfinished
+        out.add("quarantine", quarantine)
+        out.add("reviews", sorted(reviews.values(), key=lambda r: (r.level, r.item_id)))
+        out.write_json("summary.json", {**total.model_dump(),
+                                        "batches": {k: v.model_dump() for k, v in per_batch.items() if k}})
+        out.write_bytes("quarantine.md", quarantine_report(quarantine).encode())
+    result.tables_rewritten = [name.removesuffix(".parquet") for name in out.changed if name.endswith(".parquet")]
+    result.provenance, result.summary, result.batches = dict(provenance), total, per_batch
     return result
+
+
+def quarantine_report(quarantine: list[QuarantineRecord]) -> str:
+    lines = ["# Quarantine report", "", f"{len(quarantine)} records.", "",
+             "| item | level | reason | stage | detail |", "|---|---|---|---|---|"]
+    for q in quarantine:
+        detail = q.detail.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {q.item_id} | {q.level} | {q.reason} | {q.stage} | {detail} |")
+    return "\n".join(lines) + "\n"

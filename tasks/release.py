@@ -20,7 +20,8 @@ from typing import Literal, Optional
 from pydantic import BaseModel, Field
 
 from hivau.schemas.records import SCHEMA_VERSION, InstructionRow, to_arrow_table
-from hivau.tasks.review import REVIEWED, Tables
+from hivau.schemas.item import Tables
+from hivau.tasks.review import REVIEWED
 from hivau.workspace import Workspace
 
 Split = Literal["train", "test"]
@@ -287,9 +288,14 @@ def counts_of(rows: list[InstructionRow]) -> dict:
     }
 
 
-def build_release(ws: Workspace, settings: ReleaseSettings = ReleaseSettings()) -> Path:
+def build_release(ws: Workspace, settings: ReleaseSettings = ReleaseSettings(), lock_wait_s: float = 0) -> Path:
     """Write the next release folder from the workspace's merged manifests; returns its path."""
-    tables = Tables.read(ws, drafts=False)
+    with ws.lock("publish-release", lock_wait_s):
+        return _build_release(ws, settings)
+
+
+def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
+    tables = ws.manifest_tables()
     media = collect_media(ws, tables, settings)
     rows = instruction_rows(tables, settings, {k: v[1] for k, v in media.items()})
     if not rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
@@ -19,11 +19,12 @@ from hivau.review_ui_config import SUMMARY_CONTROLS, load_config
 from hivau.schemas.records import (
     Caption, Clip, Event, Generator, Level, QAPair, ReviewedText, ReviewRecord, SourceVideo, Summary,
 )
+from hivau.schemas.item import Tables
 from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError
-from hivau.workspace import Workspace, atomic_write_json
+from hivau.tasks.merge import merge_workspace
+from hivau.tasks.review_media import ReviewMedia, prepare_review_media
+from hivau.workspace import LEVELS, Workspace
 
-LEVELS: tuple[Level, ...] = ("clip", "event", "video")
-MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa")
 # Text that passed a person: the only text a release takes by default.
 REVIEWED = ("human", "accepted", "edited")
 
@@ -158,23 +159,6 @@ class ReviewTask:
         return {"data": self.data, "predictions": [{"model_version": self.model_version, "result": self.result}]}
 
 
-@dataclass
-class Tables:
-    """The five merged tables plus the videos table, as record lists."""
-
-    videos: list[SourceVideo] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    clips: list[Clip] = field(default_factory=list)
-    captions: list[Caption] = field(default_factory=list)
-    summaries: list[Summary] = field(default_factory=list)
-    qa: list[QAPair] = field(default_factory=list)
-
-    @classmethod
-    def read(cls, ws: Workspace, drafts: bool) -> "Tables":
-        return cls(**{name: ws.read_records(name, drafts=drafts and name != "videos")
-                      for name in ("videos", *MERGED_TABLES)})
-
-
 def summary_result(summary: Optional[Summary], pairs: list[QAPair]) -> list[dict]:
     result = []
     if summary:
@@ -186,7 +170,7 @@ def summary_result(summary: Optional[Summary], pairs: list[QAPair]) -> list[dict
     return result
 
 
-def build_tasks(tables: Tables, media: dict[str, "ReviewMedia"], url_for) -> dict[Level, list[ReviewTask]]:
+def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[Level, list[ReviewTask]]:
     """One review task per clip, event and video that has media, with its drafts as the prediction."""
     videos = {v.video_id: v for v in tables.videos}
     captions = {c.item_id: c for c in tables.captions}
@@ -196,7 +180,7 @@ def build_tasks(tables: Tables, media: dict[str, "ReviewMedia"], url_for) -> dic
         qa.setdefault(pair.item_id, []).append(pair)
     out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
 
-    def base(item_id: str, video_id: str, labels: list[str], m: "ReviewMedia", **extra) -> dict:
+    def base(item_id: str, video_id: str, labels: list[str], m: ReviewMedia, **extra) -> dict:
         return {"item_id": item_id, "video_id": video_id, "labels": ", ".join(labels) or "none",
                 "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s, **extra}
 
@@ -227,42 +211,6 @@ def build_tasks(tables: Tables, media: dict[str, "ReviewMedia"], url_for) -> dic
         out["video"].append(ReviewTask(
             video_id, "video", base(video_id, video_id, video.labels, m, start_s=0.0, end_s=video.duration_s),
             summary_result(s, pairs), model_version([x.generator for x in ([s] if s else []) + pairs])))
-    return out
-
-
-# ---------------------------------------------------------------- media the reviewers watch
-@dataclass(frozen=True)
-class ReviewMedia:
-    path: Path
-    fps: float
-    offset_s: float  # source-video time of the file's first frame
-
-
-def prepare_review_media(ws: Workspace, tables: Tables, context_s: float) -> dict[str, ReviewMedia]:
-    """Clips as cut; events re-cut with `context_s` on each side; whole videos as browser-playable proxies."""
-    from hivau.tasks.cut import CutSettings
-    from hivau.tasks.stages import cut_or_resume
-
-    videos = {v.video_id: v for v in tables.videos}
-    out: dict[str, ReviewMedia] = {}
-    for clip in tables.clips:
-        if clip.media_path and clip.video_id in videos:
-            out[clip.clip_id] = ReviewMedia(ws.root / clip.media_path, videos[clip.video_id].fps,
-                                            clip.cut_start_s if clip.cut_start_s is not None else clip.start_s)
-    for event in tables.events:
-        v = videos.get(event.video_id)
-        if v is None or not event.media_path:
-            continue
-        start, end = max(0.0, event.start_s - context_s), min(v.duration_s, event.end_s + context_s)
-        result, _ = cut_or_resume(ws, f"review_{event.event_id}", ws.review_media(event.event_id), v.path, start,
-                                  end, "accurate", v.fps, v.keyframe_times, CutSettings())
-        out[event.event_id] = ReviewMedia(ws.review_media(event.event_id), v.fps, result.start_s)
-    for v in tables.videos:
-        # H.264 plays in every browser and only needs remuxing; anything else is re-encoded once.
-        mode = "copy" if v.codec == "h264" else "accurate"
-        result, _ = cut_or_resume(ws, f"video_{v.video_id}", ws.video_media(v.video_id), v.path, 0.0, v.duration_s,
-                                  mode, v.fps, v.keyframe_times, CutSettings())
-        out[v.video_id] = ReviewMedia(ws.video_media(v.video_id), v.fps, result.start_s)
     return out
 
 
@@ -320,10 +268,16 @@ def push_level(ls: LabelStudio, project_id: int, tasks: list[ReviewTask], batch_
     return len(fresh), changed, len(tasks) - len(fresh) - changed
 
 
-def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport:
-    tables = Tables.read(ws, drafts=True)
+def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: float = 0) -> PushReport:
+    """Send the drafts of every video in the store to their level's project."""
+    with ws.lock("review push", lock_wait_s):
+        return _push(ws, ls, settings)
+
+
+def _push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport:
+    tables = Tables.of(ws.iter_videos())
     doc_root = document_root(ws, settings)
-    media = prepare_review_media(ws, tables, settings.event_context_s)
+    media = prepare_review_media(ws, tables, settings.event_context_s)  # resumed: build-hivau cut them in shards
     tasks = build_tasks(tables, media, lambda p: media_url(p, ws.media, doc_root))
     storage = {"clip": ws.media / "clips", "event": ws.review_media("x").parent, "video": ws.video_media("x").parent}
     report = PushReport(url=ls.conn.url)
@@ -332,7 +286,6 @@ def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport
         created, changed, same = push_level(ls, pid, tasks[level], settings.batch_size)
         report.projects[level], report.created[level] = pid, created
         report.new_predictions[level], report.unchanged[level] = changed, same
-    atomic_write_json(ws.reviews / "projects.json", {"url": ls.conn.url, "projects": report.projects})
     report.requests = ls.requests
     return report
 
@@ -380,24 +333,6 @@ def latest_annotation(task: dict) -> Optional[dict]:
     return max(kept, key=lambda a: (str(a.get("updated_at") or ""), a["id"])) if kept else None
 
 
-def review_path(ws: Workspace, level: Level, item_id: str) -> Path:
-    return ws.reviews / level / f"{item_id}.json"
-
-
-def read_review(ws: Workspace, level: Level, item_id: str) -> Optional[ReviewRecord]:
-    path = review_path(ws, level, item_id)
-    return ReviewRecord.model_validate_json(path.read_text()) if path.is_file() else None
-
-
-def stored_reviews(ws: Workspace) -> dict[str, ReviewRecord]:
-    out = {}
-    for level in LEVELS:
-        for path in sorted((ws.reviews / level).glob("*.json")):
-            record = ReviewRecord.model_validate_json(path.read_text())
-            out[record.item_id] = record
-    return out
-
-
 class PullReport(BaseModel):
     annotations_seen: dict[str, int] = Field(default_factory=dict)
     new_or_changed: dict[str, int] = Field(default_factory=dict)
@@ -407,10 +342,15 @@ class PullReport(BaseModel):
     requests: int = 0
 
 
-def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport:
+def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: float = 0) -> PullReport:
     """Fetch every level's annotations (one export request each), store changed ones, re-merge the tables."""
+    with ws.lock("review pull", lock_wait_s):
+        return _pull(ws, ls, settings)
+
+
+def _pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport:
     report = PullReport()
-    stored = stored_reviews(ws)  # read once: compared against, then handed to the merge
+    stored = ws.stored_reviews()  # read once: compared against, then handed to the merge
     titles = {p["title"]: p["id"] for p in ls.projects()}
     for level in settings.levels:
         title = settings.project_title(ws, level)
@@ -425,12 +365,10 @@ def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport
             record = parse_annotation(level, task, annotation, title)
             if stored.get(record.item_id) == record:
                 continue
-            atomic_write_json(review_path(ws, level, record.item_id), record.model_dump(mode="json"))
+            ws.put_review(record)
             stored[record.item_id] = record
             changed += 1
         report.annotations_seen[level], report.new_or_changed[level] = seen, changed
-    from hivau.tasks.merge import merge_workspace
-
     merged = merge_workspace(ws, stored)
     report.tables_rewritten, report.recut, report.provenance = merged.tables_rewritten, merged.recut, merged.provenance
     report.requests = ls.requests
@@ -445,8 +383,7 @@ def push_proposals(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, pro
     The video tasks must exist (push first). Returns video id -> spans sent; a video whose latest
     prediction already carries the same spans gets no new one.
     """
-    tables = Tables.read(ws, drafts=True)
-    fps = {v.video_id: v.fps for v in tables.videos}
+    fps = {it.video_id: it.probe.fps for it in ws.iter_videos(proposals) if it.probe is not None}
     doc_root = document_root(ws, settings)
     pid = ensure_project(ls, ws, settings, "video", ws.video_media("x").parent, doc_root)
     tasks = existing_tasks(ls, pid)

@@ -1,27 +1,97 @@
-"""Per-video stages the flow maps over (probe, cut) and the run's manifests and summary."""
+"""Per-video stages over the workspace's store (ingest, probe, plan, cut, caption, motion) and their shards."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections import Counter
+import os
+import socket
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from hivau.schemas import reasons
-from hivau.schemas.item import VideoItem
-from hivau.schemas.records import CutMode, QuarantineRecord
-from hivau.tasks.cut import CutError, CutResult, CutSettings, cut_segment, partial_path
-from hivau.tasks.ingest import IngestReport
+from hivau.schemas.item import AnnotatedEvent, BatchRecord, Tables, VideoItem
+from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord
+from hivau.tasks.caption import CaptionSettings, caption_items, make_captioner
+from hivau.tasks.cut import CutError, CutSettings, cut_or_resume
+from hivau.tasks.decouple import PlanSettings, plan_video
+from hivau.tasks.ingest import load_annotations
+from hivau.tasks.merge import merge_segments
+from hivau.tasks.motion import motion_records
 from hivau.tasks.probe import ProbeError, probe_video
-from hivau.workspace import Workspace, atomic_write_bytes, atomic_write_json
+from hivau.tasks.review_media import prepare_review_media
+from hivau.workspace import Workspace
+
+REVIEWED_ANOMALY_LABEL = "Anomaly"
 
 
+class ShardReport(BaseModel):
+    """What one shard did, and where it ran (the Dask test checks the worker processes)."""
+
+    videos: int = 0
+    quarantined: int = 0
+    segments_cut: int = 0
+    segments_resumed: int = 0
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int = Field(default_factory=os.getpid)
+
+
+# ---------------------------------------------------------------- ingest
+def default_batch_id(fmt: AnnotationFormat, annotations: Optional[str], videos_dir: Optional[str]) -> str:
+    """`{file stem}-{hash}`: readable, and two files of the same name in different folders stay apart."""
+    source = Path(annotations if annotations and fmt != "none" else (videos_dir or "videos")).expanduser().resolve()
+    return f"{source.stem}-{hashlib.sha256(str(source).encode()).hexdigest()[:6]}"
+
+
+def _same_file(item: VideoItem, previous: Optional[VideoItem]) -> bool:
+    probe = previous.probe if previous else None
+    if probe is None or item.path is None or probe.path != item.path or not Path(item.path).is_file():
+        return False
+    stat = Path(item.path).stat()
+    return (probe.size_bytes, probe.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+def ingest_batch(ws: Workspace, batch_id: str, fmt: AnnotationFormat, annotations: Optional[str],
+                 videos_dir: Optional[str], labels: Optional[str]) -> BatchRecord:
+    """Read the annotations and store one fresh record per video of the batch.
+
+    The batch's records replace exactly its own earlier ones: videos of other batches are untouched, and a
+    video this batch no longer lists loses its record. A file that did not change keeps its probe.
+    """
+    report = load_annotations(fmt, annotations, videos_dir, labels)
+    previous = ws.get_batch(batch_id)
+    now = f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}"
+    for item in report.items:
+        old = ws.get_video(item.video_id)
+        item.batch = batch_id
+        if _same_file(item, old):
+            item.probe = old.probe.model_copy(update={"labels": item.labels, "is_anomaly": bool(item.labels),
+                                                      "source_format": item.source_format})
+        ws.put_video(item)
+    kept = {it.video_id for it in report.items}
+    for video_id in (previous.video_ids if previous else []):
+        old = ws.get_video(video_id) if video_id not in kept else None
+        if old is not None and old.batch == batch_id:
+            ws.delete_video(video_id)
+    batch = BatchRecord(batch_id=batch_id, format=fmt, annotations=str(annotations) if annotations else None,
+                        videos_dir=str(Path(videos_dir).resolve()) if videos_dir else None,
+                        labels=str(labels) if labels else None, created_at=previous.created_at if previous else now,
+                        n_entries=report.n_entries, video_ids=[it.video_id for it in report.items],
+                        quarantine=report.quarantine)
+    ws.put_batch(batch)
+    return batch
+
+
+# ---------------------------------------------------------------- probe, plan, cut
 def probe_item(item: VideoItem) -> VideoItem:
-    """Probe the item's video; a broken file becomes a quarantined item, never an exception."""
+    """Probe the item's video (unless ingest kept the probe of the unchanged file); a broken file becomes a
+    quarantined item, never an exception."""
     item = item.model_copy(deep=True)
+    if item.probe is not None:
+        item.status = "probed"
+        return item
     try:
         item.probe = probe_video(item.path, item.video_id, item.source_format, item.labels)
         item.status = "probed"
@@ -32,27 +102,37 @@ def probe_item(item: VideoItem) -> VideoItem:
     return item
 
 
-def _fingerprint(src: str, start: float, end: float, mode: CutMode, settings: CutSettings) -> str:
-    stat = Path(src).stat()
-    key = [str(Path(src).resolve()), stat.st_size, stat.st_mtime_ns, round(start, 6), round(end, 6), mode]
-    if mode == "accurate":
-        key += [settings.crf, settings.preset]
-    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
+def apply_reviewed_proposals(item: VideoItem, ws: Workspace) -> VideoItem:
+    """An unannotated video whose reviewer kept or drew anomalous spans (from the scorer's proposals) is
+    planned on those spans, as if the annotation file had given them."""
+    if item.events or item.spans:
+        return item
+    review = ws.get_review("video", item.video_id)
+    if review is None or not review.events or review.verdict == "reject":
+        return item
+    item = item.model_copy(deep=True)
+    item.events = [AnnotatedEvent(start_s=a, end_s=b) for a, b in review.events]
+    if not item.is_anomaly:  # the reviewer said "anomalous" but not of what class
+        item.labels = [REVIEWED_ANOMALY_LABEL]
+    return item
 
 
-def cut_or_resume(ws: Workspace, segment_id: str, dst: Path, src: str, start: float, end: float, mode: CutMode,
-                  fps: float, keyframes: list[float], settings: CutSettings) -> tuple[CutResult, bool]:
-    """Cut one segment unless the same cut already finished; returns (result, was_cut_now)."""
-    partial_path(dst).unlink(missing_ok=True)  # left by a run killed mid-cut; never a valid output
-    fingerprint = _fingerprint(src, start, end, mode, settings)
-    state_path = ws.segment_state(segment_id)
-    if state_path.is_file() and dst.is_file():
-        state = json.loads(state_path.read_text())
-        if state.get("fingerprint") == fingerprint:
-            return CutResult(**state["result"]), False
-    result = cut_segment(src, dst, start, end, mode, fps, keyframes, settings)
-    atomic_write_json(state_path, {"fingerprint": fingerprint, "result": result.__dict__})
-    return result, True
+def apply_reviewed_boundaries(item: VideoItem, ws: Workspace) -> VideoItem:
+    """Plan on the event boundaries reviewers corrected, so a re-run keeps their correction."""
+    reviews = {e.event_id: r for e in item.planned_events
+               if (r := ws.get_review("event", e.event_id)) is not None and r.start_s is not None}
+    if not reviews:
+        return item
+    item = item.model_copy(deep=True)
+    item.planned_events, item.planned_clips, _ = merge_segments(
+        Tables(events=item.planned_events, clips=item.planned_clips), reviews)
+    return item
+
+
+def plan_item(item: VideoItem, settings: PlanSettings, ws: Workspace) -> VideoItem:
+    if item.status == "quarantined":
+        return item
+    return apply_reviewed_boundaries(plan_video(apply_reviewed_proposals(item, ws), settings), ws)
 
 
 def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSettings = CutSettings(),
@@ -63,20 +143,19 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
     with True, each failed segment becomes a `cut_failed` quarantine record and the rest go on.
     """
     item = item.model_copy(deep=True)
-    probe = item.probe
+    if item.status == "quarantined":
+        return item
     failed: set[str] = set()
     segments = [(e, ws.event_media(e.event_id), e.event_id, "event") for e in item.planned_events]
     segments += [(c, ws.clip_media(c.clip_id), c.clip_id, "clip") for c in item.planned_clips]
     for record, dst, segment_id, level in segments:
         try:
-            result, fresh = cut_or_resume(ws, segment_id, dst, probe.path, record.start_s, record.end_s, mode,
-                                          probe.fps, probe.keyframe_times, settings)
+            result, fresh = cut_or_resume(ws, segment_id, dst, item.probe, record.start_s, record.end_s, mode, settings)
         except (CutError, OSError, TimeoutError) as exc:
             if not record_failures:
                 raise
             failed.add(segment_id)
-            item.quarantine.append(QuarantineRecord(item_id=segment_id, video_id=item.video_id,
-                                                    level=level,
+            item.quarantine.append(QuarantineRecord(item_id=segment_id, video_id=item.video_id, level=level,
                                                     reason=reasons.CUT_FAILED, detail=str(exc), stage="cut",
                                                     source=item.source))
             continue
@@ -90,111 +169,69 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
     item.captions = [c for c in item.captions if c.item_id in kept]
     item.summaries = [s for s in item.summaries if s.item_id in kept]
     item.status = "cut"
-    atomic_write_json(ws.video_state(item.video_id), item.model_dump(mode="json"))
     return item
 
 
-class RunSummary(BaseModel):
-    """Every input accounted for: entries = videos_processed + videos_quarantined."""
-
-    entries: int
-    videos_processed: int
-    videos_quarantined: int
-    events: int
-    clips: int
-    captions: int
-    summaries: int
-    qa_pairs: int = 0
-    motion_phrases: int = 0
-    texts_by_generator: dict[str, int] = {}
-    quarantined_by_reason: dict[str, int]
-    quarantined_by_level: dict[str, int]
-    workspace: str
-
-    def rows(self) -> list[dict]:
-        rows = [{"metric": k, "value": v} for k, v in self.model_dump().items() if not isinstance(v, dict)]
-        rows += [{"metric": f"quarantined:{k}", "value": v} for k, v in sorted(self.quarantined_by_reason.items())]
-        rows += [{"metric": f"texts:{k}", "value": v} for k, v in sorted(self.texts_by_generator.items())]
-        return rows
-
-
-REVIEWED_ANOMALY_LABEL = "Anomaly"
-
-
-def apply_reviewed_proposals(item: VideoItem, ws: Workspace) -> VideoItem:
-    """An unannotated video whose reviewer kept or drew anomalous spans (from the scorer's proposals) is
-    planned on those spans, as if the annotation file had given them."""
-    from hivau.schemas.item import AnnotatedEvent
-    from hivau.tasks.review import read_review
-
-    if item.events or item.spans:
-        return item
-    review = read_review(ws, "video", item.video_id)
-    if review is None or not review.events or review.verdict == "reject":
-        return item
+def failed_item(item: VideoItem, stage: str, error: BaseException) -> VideoItem:
+    """A video whose shard failed for good: quarantined with the error, so the run goes on."""
     item = item.model_copy(deep=True)
-    item.events = [AnnotatedEvent(start_s=a, end_s=b) for a, b in review.events]
-    if not item.is_anomaly:  # the reviewer said "anomalous" but not of what class
-        item.labels = [REVIEWED_ANOMALY_LABEL]
+    reason = reasons.CUT_FAILED if stage == "cut" else reasons.CAPTION_FAILED
+    item.quarantine.append(QuarantineRecord(item_id=item.video_id, video_id=item.video_id, level="video",
+                                            reason=reason, detail=f"{type(error).__name__}: {error}"[:500],
+                                            stage="cut" if stage == "cut" else "caption", source=item.source))
+    item.status = "quarantined"
     return item
 
 
-def apply_reviewed_boundaries(item: VideoItem, ws: Workspace) -> VideoItem:
-    """Plan on the event boundaries reviewers corrected, so a re-run keeps their correction."""
-    from hivau.tasks.merge import merge_segments
-    from hivau.tasks.review import Tables, read_review
+# ---------------------------------------------------------------- shards: the unit of work a task runs
+def process_shard(ws: Workspace, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings, cut: CutSettings,
+                  record_failures: bool = True) -> ShardReport:
+    """Probe, plan and cut a shard of videos, each read from and written back to the store."""
+    report = ShardReport()
 
-    reviews = {e.event_id: r for e in item.planned_events
-               if (r := read_review(ws, "event", e.event_id)) is not None and r.start_s is not None}
-    if not reviews:
-        return item
-    item = item.model_copy(deep=True)
-    item.planned_events, item.planned_clips, _ = merge_segments(
-        Tables(events=item.planned_events, clips=item.planned_clips), reviews)
-    return item
+    def count(_: str, fresh: bool) -> None:
+        if fresh:
+            report.segments_cut += 1
+        else:
+            report.segments_resumed += 1
 
-
-def write_manifests(ws: Workspace, report: IngestReport, items: list[VideoItem]) -> RunSummary:
-    """Write the manifest tables and the run summary for this run's items."""
-    quarantine = list(report.quarantine) + [q for it in items for q in it.quarantine]
-    good = [it for it in items if it.status != "quarantined"]
-    ws.write_table("videos", [it.probe for it in good])
-    drafted = {"events": [e for it in good for e in it.planned_events],
-               "clips": [c for it in good for c in it.planned_clips],
-               "captions": [c for it in good for c in it.captions],
-               "summaries": [s for it in good for s in it.summaries],
-               "qa": [p for it in good for p in it.qa]}
-    for table, rows in drafted.items():
-        ws.write_table(table, rows, drafts=True)  # the build's own words, kept apart from the reviewers'
-    ws.write_table("motion_phrases", [m for it in good for m in it.motion_phrases])
-    ws.write_table("quarantine", quarantine)
-    from hivau.tasks.merge import merge_workspace
-
-    merge_workspace(ws)  # manifests = drafts + any reviews already pulled: a re-run never drops human work
-    summary = RunSummary(
-        entries=report.n_entries, videos_processed=len(good),
-        videos_quarantined=report.n_entries - len(good),
-        events=sum(len(it.planned_events) for it in good), clips=sum(len(it.planned_clips) for it in good),
-        captions=sum(len(it.captions) for it in good), summaries=sum(len(it.summaries) for it in good),
-        qa_pairs=sum(len(it.qa) for it in good), motion_phrases=sum(len(it.motion_phrases) for it in good),
-        texts_by_generator=dict(Counter(f"{t.__class__.__name__.lower()}:{t.generator.backend}" for it in good
-                                        for t in [*it.captions, *it.summaries, *it.qa])),
-        quarantined_by_reason=dict(Counter(q.reason for q in quarantine)),
-        quarantined_by_level=dict(Counter(q.level for q in quarantine)), workspace=str(ws.root),
-    )
-    atomic_write_json(ws.manifests / "summary.json", summary.model_dump())
-    write_quarantine_report(ws, quarantine)
-    return summary
+    for item in ws.iter_videos(video_ids):
+        item = cut_item(plan_item(probe_item(item), plan, ws), ws, cut_mode, cut, record_failures, count)
+        ws.put_video(item)
+        report.videos += 1
+        report.quarantined += item.status == "quarantined"
+    return report
 
 
-def write_quarantine_report(ws: Workspace, quarantine: list[QuarantineRecord]) -> Path:
-    lines = ["# Quarantine report", "", f"{len(quarantine)} records.", "",
-             "| item | level | reason | stage | detail |", "|---|---|---|---|---|"]
-    for q in quarantine:
-        detail = q.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {q.item_id} | {q.level} | {q.reason} | {q.stage} | {detail} |")
-    path = ws.manifests / "quarantine.md"
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-    return path
+def caption_shard(ws: Workspace, video_ids: list[str], settings: CaptionSettings) -> ShardReport:
+    """Caption the shard's clips, batched across its videos (model backends), or list which lack one."""
+    items = list(ws.iter_videos(video_ids))
+    done = caption_items(items, ws, make_captioner(settings, ws), settings)
+    for item in done:
+        if item.status != "quarantined":
+            item.status = "captioned"
+        ws.put_video(item)
+    return ShardReport(videos=len(done), quarantined=sum(it.status == "quarantined" for it in done))
 
 
+def motion_shard(ws: Workspace, video_ids: list[str]) -> ShardReport:
+    """HAWK motion phrases of every caption and description; the record is then done."""
+    report = ShardReport()
+    for item in ws.iter_videos(video_ids):
+        if item.status != "quarantined":
+            item.motion_phrases = motion_records(item)
+            item.status = "done"
+        ws.put_video(item)
+        report.videos += 1
+        report.quarantined += item.status == "quarantined"
+    return report
+
+
+def review_media_shard(ws: Workspace, video_ids: list[str], context_s: float) -> ShardReport:
+    """Cut what reviewers watch (events with context, browser-playable videos) ahead of the push."""
+    media = prepare_review_media(ws, Tables.of(ws.iter_videos(video_ids)), context_s)
+    return ShardReport(videos=len(video_ids), segments_cut=len(media))
+
+
+def shards(video_ids: list[str], size: int) -> list[list[str]]:
+    return [video_ids[i:i + size] for i in range(0, len(video_ids), size)]

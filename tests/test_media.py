@@ -5,11 +5,9 @@ import os
 import pytest
 
 from hivau.schemas import reasons
-from hivau.tasks.cut import cut_segment, partial_path
+from hivau.tasks.cut import CutSettings, cut_or_resume, cut_segment, frames_written, partial_path, written_span
 from hivau.tasks.frames import sample_frames
-from hivau.tasks.probe import ProbeError, probe_video
-from hivau.tasks.stages import cut_or_resume
-from hivau.tasks.cut import CutSettings
+from hivau.tasks.probe import ProbeError, parse_compact, probe_video, read_packets
 from hivau.workspace import Workspace
 
 from helpers import ffmpeg, frame_index, make_audio_only, make_index_video, make_video
@@ -89,12 +87,13 @@ def test_cut_resume_and_half_written_file(tmp_path):
     dst = ws.event_media("idx_E0")
     dst.parent.mkdir(parents=True)
     partial_path(dst).write_bytes(b"half a file from a killed run")
-    first, fresh = cut_or_resume(ws, "idx_E0", dst, str(src), 1.0, 2.0, "accurate", 25.0, [], CutSettings())
+    video = probe_video(src, "idx")
+    first, fresh = cut_or_resume(ws, "idx_E0", dst, video, 1.0, 2.0, "accurate", CutSettings())
     assert fresh and not partial_path(dst).exists()
     mtime = dst.stat().st_mtime_ns
-    again, fresh = cut_or_resume(ws, "idx_E0", dst, str(src), 1.0, 2.0, "accurate", 25.0, [], CutSettings())
+    again, fresh = cut_or_resume(ws, "idx_E0", dst, video, 1.0, 2.0, "accurate", CutSettings())
     assert not fresh and again == first and dst.stat().st_mtime_ns == mtime
-    changed, fresh = cut_or_resume(ws, "idx_E0", dst, str(src), 1.0, 2.5, "accurate", 25.0, [], CutSettings())
+    changed, fresh = cut_or_resume(ws, "idx_E0", dst, video, 1.0, 2.5, "accurate", CutSettings())
     assert fresh and changed.n_frames > first.n_frames
 
 
@@ -131,3 +130,25 @@ def test_ffmpeg_missing_gives_install_hint(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingBinaryError, match="apt-get install -y ffmpeg"):
         probe_video(__file__, "x")
+
+
+def test_cut_reports_what_it_wrote_without_a_second_probe(tmp_path):
+    """The frame count from ffmpeg's progress and the span from it equal what probing the output finds."""
+    src = make_video(tmp_path / "src.mp4", 12.0, fps=25, gop=25)
+    video = probe_video(src, "src")
+    for mode, (start, end) in [("copy", (3.3, 7.3)), ("accurate", (2.52, 5.0)), ("copy", (0.0, 12.0))]:
+        result = cut_segment(str(src), tmp_path / f"{mode}.mp4", start, end, mode, video.fps, video.keyframe_times)
+        times, _ = read_packets(str(tmp_path / f"{mode}.mp4"))
+        assert result.n_frames == len(times)
+        assert result.end_s - result.start_s == pytest.approx(times[-1] - times[0] + 1 / 25, abs=1e-6)
+
+
+def test_progress_and_compact_parsing():
+    assert frames_written("frame=12\nprogress=continue\nframe=133\nprogress=end\n") == 133
+    assert frames_written("progress=end\n") is None
+    assert written_span(2.0, 133, 25.0) == (2.0, 7.32)
+    out = parse_compact("stream|index=0|codec_type=video|disposition:attached_pic=0|side_data|rotation=-90\n"
+                        "format|duration=2.000000\npacket|stream_index=0|pts_time=0.040000|flags=__\n"
+                        "packet|stream_index=0|pts_time=0.000000|flags=K_\npacket|stream_index=1|pts_time=N/A|flags=K_\n")
+    assert out.streams[0]["rotation"] == "-90" and out.format["duration"] == "2.000000"
+    assert out.packets == {0: ([0.0, 0.04], [0.0])}

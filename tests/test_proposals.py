@@ -77,9 +77,7 @@ def test_proposals_reach_label_studio_and_a_kept_span_becomes_an_event(label_stu
         lsc.create_annotation(task["id"], result)
         pull(ws, lsc, review)
         start, end = frames_to_seconds(200, 350, 25.0)
-        from hivau.tasks.review import read_review
-
-        assert read_review(ws, "video", "demo_fall_000").events == [[start, end]]
+        assert ws.get_review("video", "demo_fall_000").events == [[start, end]]
         build_hivau(videos_dir=str(videos), workspace=str(ws_path), format="none", review={"enabled": "off"})
         events = [e for e in ws.read_records("events") if e.video_id == "demo_fall_000"]
         assert [(e.start_s, e.end_s, e.is_anomaly, e.origin) for e in events] == [(start, end, True, "annotation")]

@@ -137,7 +137,7 @@ def test_review_configs_are_validated_by_label_studio(label_studio):
 def test_push_is_idempotent_and_a_changed_draft_becomes_a_new_prediction(label_studio, fresh_workspace):
     ws, st, lsc = Workspace.at(fresh_workspace), settings(label_studio), client(label_studio)
     first = push(ws, lsc, st)
-    n_clips, n_events = len(ws.read_records("clips", drafts=True)), len(ws.read_records("events", drafts=True))
+    n_clips, n_events = len(ws.read_records("clips")), len(ws.read_records("events"))
     assert first.created == {"clip": n_clips, "event": n_events, "video": len(ws.read_records("videos"))}
     again = push(ws, lsc, st)
     assert again.created == {"clip": 0, "event": 0, "video": 0}
@@ -148,11 +148,11 @@ def test_push_is_idempotent_and_a_changed_draft_becomes_a_new_prediction(label_s
     # a reviewer works on one clip; then the build re-drafts that clip's caption
     reviewed_id = next(i for i, t in clips.items() if t["predictions"][-1]["result"])
     annotation = annotate(lsc, clips[reviewed_id], "accept", {"caption": "the reviewer's caption"})
-    captions = ws.read_records("captions", drafts=True)
-    for c in captions:
+    item = ws.get_video(clips[reviewed_id]["data"]["video_id"])  # the store holds the build's drafts
+    for c in item.captions:
         if c.item_id == reviewed_id:
             c.text = "a newer machine draft"
-    ws.write_table("captions", captions, drafts=True)
+    ws.put_video(item)
 
     third = push(ws, lsc, st)
     assert third.created["clip"] == 0 and third.new_predictions["clip"] == 1

@@ -39,6 +39,7 @@ def test_empty_table_keeps_schema(tmp_path):
     from hivau.workspace import Workspace
 
     ws = Workspace.at(tmp_path)
-    ws.write_table("quarantine", [])
+    with ws.manifest_set() as out:
+        out.add("quarantine", [])
     table = ws.read_table("quarantine")
     assert table.num_rows == 0 and table.schema.names == list(QuarantineRecord.model_fields)
