@@ -21,11 +21,10 @@ from pydantic import Field
 from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
 from hivau.schemas.records import AnnotationFormat, CutMode
-from hivau.tasks.caption import CaptionSettings
+from hivau.tasks.caption import CaptionSettings, caption_stream
 from hivau.tasks.cut import CutSettings
 from hivau.tasks.decouple import PlanSettings
 from hivau.tasks.merge import merge_workspace
-from hivau.tasks.llm import Usage
 from hivau.tasks.review import ReviewSettings
 from hivau.tasks.rollup import RollupSettings, run_rollup
 from hivau.tasks.stages import (ShardReport, caption_shard, default_batch_id, failed_item, ingest_batch, motion_shard,
@@ -60,6 +59,27 @@ def caption_videos(workspace: str, video_ids: list[str], settings: CaptionSettin
     return caption_shard(Workspace.at(workspace), video_ids, settings)
 
 
+@task(cache_policy=NO_CACHE)
+def caption_videos_online(workspace: str, video_ids: list[str], settings: CaptionSettings) -> ShardReport:
+    """The OpenAI-compatible captioner over the whole batch from this process (its work is requests, so one
+    client keeps `llm.concurrency` of them in flight across videos); usage goes to an artifact."""
+    ws = Workspace.at(workspace)
+    report = ShardReport()
+    with progress_bar("captioning clips", total=len(video_ids)) as advance:
+        def saved(item) -> None:
+            if item.status != "quarantined":
+                item.status = "captioned"
+            ws.put_video(item)
+            report.videos += 1
+            report.quarantined += item.status == "quarantined"
+            advance()
+
+        usage = caption_stream(ws.iter_videos(video_ids), ws, settings, saved)
+    create_table_artifact(usage.rows(settings.llm, settings.model), key="build-hivau-caption-usage",
+                          description="captioner requests, tokens and estimated cost (openai)")
+    return report
+
+
 @task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def extract_motion_phrases(workspace: str, video_ids: list[str]) -> ShardReport:
     return motion_shard(Workspace.at(workspace), video_ids)
@@ -71,23 +91,20 @@ def cut_review_media(workspace: str, video_ids: list[str], context_s: float) -> 
 
 
 @task(cache_policy=NO_CACHE)
-def roll_up_texts(workspace: str, video_ids: list[str], settings: RollupSettings, shard_size: int) -> str:
-    """Event and video summaries with their splits, and 5W2H pairs, a shard at a time; LLM answers are cached."""
+def roll_up_texts(workspace: str, video_ids: list[str], settings: RollupSettings) -> str:
+    """Event and video summaries with their splits, and 5W2H pairs; LLM answers are cached in state/."""
     logger = get_run_logger()
     ws = Workspace.at(workspace)
-    usage, model, backend = Usage(), None, "extractive"
     with progress_bar("drafting summaries and QA", total=len(video_ids)) as advance:
-        for shard in shards(video_ids, shard_size):
-            def saved(item) -> None:  # each video as it finishes, so a killed run loses little
-                if item.status != "quarantined":
-                    item.status = "drafted"
-                ws.put_video(item)
-                advance()
+        def saved(item) -> None:  # each video as it finishes, so a killed run loses little
+            if item.status != "quarantined":
+                item.status = "drafted"
+            ws.put_video(item)
+            advance()
 
-            run = run_rollup(list(ws.iter_videos(shard)), ws.state / "llm_cache", settings, on_done=saved)
-            usage.merge(run.usage)
-            model, backend = run.model, run.backend
-    note = run.note if video_ids else "roll-up: nothing to draft"
+        # one client for the whole batch: `llm.concurrency` requests stay in flight across videos
+        run = run_rollup(ws.iter_videos(video_ids), ws.state / "llm_cache", settings, on_done=saved, keep=False)
+    usage, model, backend, note = run.usage, run.model, run.backend, run.note
     logger.info(note)
     create_table_artifact(usage.rows(settings.llm, model), key="build-hivau-llm-usage",
                           description=f"roll-up requests, tokens and estimated cost ({backend})")
@@ -165,10 +182,15 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
     reports = {"cut": run_shards("cut", lambda part: cut_videos.submit(workspace, part, cut_mode, plan, cut),
                                  video_ids, shard_size, workspace, progress)}
     timed("probe_plan_cut")
-    reports["caption"] = run_shards("caption", lambda part: caption_videos.submit(workspace, part, captioner),
-                                    video_ids, shard_size, workspace, progress)
+    if captioner.backend == "openai":
+        reports["caption"] = [caption_videos_online(workspace, video_ids, captioner)]
+        progress.stage += 1
+        progress.update(0.0)
+    else:
+        reports["caption"] = run_shards("caption", lambda part: caption_videos.submit(workspace, part, captioner),
+                                        video_ids, shard_size, workspace, progress)
     timed("caption")
-    rollup_note = roll_up_texts(workspace, video_ids, rollup, shard_size)
+    rollup_note = roll_up_texts(workspace, video_ids, rollup)
     progress.stage += 1
     progress.update(0.0)
     timed("rollup")
@@ -220,7 +242,7 @@ def build_hivau(
     ws = Workspace.at(workspace)
     batch = batch or default_batch_id(format, annotations, videos_dir)
     with ws.lock(f"build-hivau (batch {batch})", lock_wait_s):
-        video_ids = ingest_videos(str(ws.root), batch, format, annotations, videos_dir, labels)
+        ingest_videos(str(ws.root), batch, format, annotations, videos_dir, labels)
         runner = make_task_runner(task_runner, max_workers, dask_address)
         context = review.event_context_s if review.should_push() else None
         work = process_videos.with_options(task_runner=runner)(str(ws.root), batch, cut_mode, plan, cut, captioner,

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Optional, Protocol, Union
+from typing import Callable, Iterable, Literal, Optional, Protocol, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -175,16 +175,16 @@ class OpenAICaptioner:
                   for f in clip.frames]
         return [system, {"role": "user", "content": images + [{"type": "text", "text": user["content"]}]}]
 
+    async def caption_one(self, client: LLMClient, clip: ClipFrames) -> CaptionResult:
+        try:
+            out = await client.complete(self._messages(clip), CaptionOut, self.prompt.tag, _check_caption)
+            return out.caption.strip()
+        except LLMError as exc:
+            return CaptionFailure(exc.reason, exc.detail)
+
     async def _caption_all(self, clips: list[ClipFrames]) -> list[CaptionResult]:
         async with LLMClient(self.endpoint, self.llm, self.cache, self.usage) as client:
-            async def one(clip: ClipFrames) -> CaptionResult:
-                try:
-                    out = await client.complete(self._messages(clip), CaptionOut, self.prompt.tag, _check_caption)
-                    return out.caption.strip()
-                except LLMError as exc:
-                    return CaptionFailure(exc.reason, exc.detail)
-
-            return list(await asyncio.gather(*(one(c) for c in clips)))
+            return list(await asyncio.gather(*(self.caption_one(client, c) for c in clips)))
 
     def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
         return asyncio.run(self._caption_all(clips))
@@ -273,58 +273,113 @@ def _caption_failure(item: VideoItem, clip_id: str, reason: str, detail: str) ->
                             stage="caption", source=item.source)
 
 
+def _clips_to_caption(item: VideoItem, captioner: Optional[Captioner], settings: CaptionSettings) -> list:
+    """The clips of one video that need a caption; with no model (`provided`), each one lacking a caption is
+    recorded as `caption_missing` instead. Earlier caption failures are cleared: this run tries again."""
+    if item.status == "quarantined":
+        return []
+    have = {c.item_id for c in item.captions if c.level == "clip" and c.text.strip()}
+    item.quarantine = [q for q in item.quarantine if q.stage != "caption"]
+    if captioner is None:
+        item.quarantine += [_caption_failure(item, c.clip_id, reasons.CAPTION_MISSING,
+                                             "the annotations give no caption for this clip "
+                                             "(captioner.backend=provided)")
+                            for c in item.planned_clips if c.clip_id not in have]
+        return []
+    return [c for c in item.planned_clips if c.media_path and (settings.recaption_provided or c.clip_id not in have)]
+
+
+def _from_cache(item: VideoItem, clip, ws: Workspace, captioner: Captioner, settings: CaptionSettings) -> Optional[str]:
+    """The clip's cache key, or None when its caption is already stored under that key (then it is applied)."""
+    key = _cache_key(captioner, ws, clip, settings)
+    state_path = ws.state / "captions" / f"{clip.clip_id}.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if state.get("key") != key:
+        return key
+    item.captions = [c for c in item.captions if c.item_id != clip.clip_id] + [Caption.model_validate(state["caption"])]
+    return None
+
+
+def _frames_or_failure(item: VideoItem, clip, ws: Workspace, settings: CaptionSettings) -> Optional[ClipFrames]:
+    try:
+        return _clip_frames(ws, clip, settings)
+    except Exception as exc:  # decord raises its own error types for unreadable files
+        item.quarantine.append(_caption_failure(item, clip.clip_id, reasons.CAPTION_FAILED,
+                                                f"could not sample frames: {type(exc).__name__}: {exc}"[:300]))
+        return None
+
+
+def _apply(item: VideoItem, frames: ClipFrames, key: str, result: CaptionResult, generator: Generator,
+           ws: Workspace) -> None:
+    if isinstance(result, CaptionFailure):
+        item.quarantine.append(_caption_failure(item, frames.clip_id, result.reason, result.detail))
+        return
+    caption = Caption(item_id=frames.clip_id, level="clip", video_id=item.video_id, text=result,
+                      provenance="auto_draft", generator=generator, frame_times=frames.times_s)
+    item.captions = [c for c in item.captions if c.item_id != frames.clip_id] + [caption]
+    atomic_write_json(ws.state / "captions" / f"{frames.clip_id}.json",
+                      {"key": key, "caption": caption.model_dump(mode="json")})
+
+
 def caption_items(items: list[VideoItem], ws: Workspace, captioner: Optional[Captioner],
                   settings: CaptionSettings) -> list[VideoItem]:
     """Caption the clips of many videos that need it, in batches that cross video boundaries; each failure is
-    a reasoned record for that clip. Frames are decoded one window at a time, so memory stays bounded."""
+    a reasoned record for that clip. Frames are decoded one window of clips at a time, so memory stays bounded."""
     items = [it.model_copy(deep=True) for it in items]
-    todo: list[tuple[VideoItem, object]] = []
-    for item in items:
-        if item.status == "quarantined":
-            continue
-        have = {c.item_id for c in item.captions if c.level == "clip" and c.text.strip()}
-        item.quarantine = [q for q in item.quarantine if q.stage != "caption"]
-        if captioner is None:
-            item.quarantine += [_caption_failure(item, c.clip_id, reasons.CAPTION_MISSING,
-                                                 "the annotations give no caption for this clip "
-                                                 "(captioner.backend=provided)")
-                                for c in item.planned_clips if c.clip_id not in have]
-            continue
-        todo += [(item, c) for c in item.planned_clips
-                 if c.media_path and (settings.recaption_provided or c.clip_id not in have)]
-    if captioner is None or not todo:
-        return items
+    todo = [(item, clip) for item in items for clip in _clips_to_caption(item, captioner, settings)]
     window = max(settings.batch_size, settings.llm.concurrency if settings.backend == "openai" else 1) * 4
     for start in range(0, len(todo), window):
-        _caption_window(todo[start:start + window], ws, captioner, settings)
+        pending = []
+        for item, clip in todo[start:start + window]:
+            if (key := _from_cache(item, clip, ws, captioner, settings)) is not None:
+                if (frames := _frames_or_failure(item, clip, ws, settings)) is not None:
+                    pending.append((item, frames, key))
+        results = captioner.caption([frames for _, frames, _ in pending]) if pending else []
+        for (item, frames, key), result in zip(pending, results):
+            _apply(item, frames, key, result, captioner.generator, ws)
     return items
 
 
-def _caption_window(todo: list, ws: Workspace, captioner: Captioner, settings: CaptionSettings) -> None:
-    pending: list[tuple[VideoItem, ClipFrames, str]] = []
-    for item, clip in todo:
-        key = _cache_key(captioner, ws, clip, settings)
-        state_path = ws.state / "captions" / f"{clip.clip_id}.json"
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-        if state.get("key") == key:
-            item.captions = [c for c in item.captions if c.item_id != clip.clip_id]
-            item.captions.append(Caption.model_validate(state["caption"]))
-            continue
-        try:
-            pending.append((item, _clip_frames(ws, clip, settings), key))
-        except Exception as exc:  # decord raises its own error types for unreadable files
-            item.quarantine.append(_caption_failure(item, clip.clip_id, reasons.CAPTION_FAILED,
-                                                    f"could not sample frames: {type(exc).__name__}: {exc}"[:300]))
-    results = captioner.caption([frames for _, frames, _ in pending]) if pending else []
-    for (item, frames, key), result in zip(pending, results):
-        if isinstance(result, CaptionFailure):
-            item.quarantine.append(_caption_failure(item, frames.clip_id, result.reason, result.detail))
-            continue
-        caption = Caption(item_id=frames.clip_id, level="clip", video_id=item.video_id, text=result,
-                          provenance="auto_draft", generator=captioner.generator, frame_times=frames.times_s)
-        item.captions = [c for c in item.captions if c.item_id != frames.clip_id] + [caption]
-        atomic_write_json(ws.state / "captions" / f"{frames.clip_id}.json",
-                          {"key": key, "caption": caption.model_dump(mode="json")})
+def caption_stream(items: Iterable[VideoItem], ws: Workspace, settings: CaptionSettings,
+                   on_done: Callable[[VideoItem], None], window: Optional[int] = None) -> Usage:
+    """The OpenAI-compatible captioner over a whole run: one client keeps `llm.concurrency` requests in flight
+    across videos; frames are decoded (in a thread) only for clips about to be sent. Each video is handed to
+    `on_done` when its clips are done."""
+    captioner = OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"))
+    concurrency = captioner.llm.concurrency
+    window = window or max(2 * concurrency, 4)
+
+    async def run() -> None:
+        async with LLMClient(captioner.endpoint, captioner.llm, captioner.cache, captioner.usage) as client:
+            decoding = asyncio.Semaphore(2 * concurrency)  # frames in memory: clips being sent, and the next few
+            videos = asyncio.Semaphore(window)
+
+            async def one_clip(item: VideoItem, clip) -> None:
+                if (key := _from_cache(item, clip, ws, captioner, settings)) is None:
+                    return
+                async with decoding:
+                    frames = await asyncio.to_thread(_frames_or_failure, item, clip, ws, settings)
+                    if frames is not None:
+                        _apply(item, frames, key, await captioner.caption_one(client, frames), captioner.generator, ws)
+
+            async def one_video(item: VideoItem) -> None:
+                try:
+                    await asyncio.gather(*(one_clip(item, c) for c in _clips_to_caption(item, captioner, settings)))
+                    on_done(item)
+                finally:
+                    videos.release()
+
+            running: set[asyncio.Task] = set()
+            for item in items:
+                await videos.acquire()
+                task = asyncio.create_task(one_video(item))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.gather(*running)
+
+    asyncio.run(run())
+    return captioner.usage
 
 
 def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hivau.schemas.records import Generator
 from hivau.tasks.motion import motion_phrases, noun_core
 from hivau.tasks.nlp import model_id, parse
-from hivau.tasks.rollup import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
+from hivau.tasks.texts import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
 
 VERSION = "extractive@1"
 PLACE_PREPS = {"from", "in", "on", "at", "near", "along", "across", "into", "onto", "through", "inside", "outside",

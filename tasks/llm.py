@@ -97,13 +97,6 @@ class Usage:
     completion_tokens: int = 0
     by_prompt: dict[str, int] = field(default_factory=dict)
 
-    def merge(self, other: "Usage") -> None:
-        """Add another run's counts (the roll-up runs a shard at a time)."""
-        for name in ("requests", "cache_hits", "retries", "failed_items", "prompt_tokens", "completion_tokens"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for prompt, n in other.by_prompt.items():
-            self.by_prompt[prompt] = self.by_prompt.get(prompt, 0) + n
-
     def cost_usd(self, settings: LLMSettings) -> float:
         return (self.prompt_tokens * settings.usd_per_1m_input_tokens
                 + self.completion_tokens * settings.usd_per_1m_output_tokens) / 1e6

@@ -17,7 +17,7 @@ from hivau.schemas.records import (
     HUMAN, Caption, Clip, Event, Provenance, QAPair, QuarantineRecord, ReviewRecord, Summary,
 )
 from hivau.tasks.cut import CutSettings, cut_or_resume
-from hivau.tasks.rollup import QA_TYPES
+from hivau.tasks.texts import QA_TYPES
 from hivau.workspace import Workspace
 
 MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from hivau.review_ui_config import SUMMARY_CONTROLS, load_config
 from hivau.schemas.records import (
-    Caption, Clip, Event, Generator, Level, QAPair, ReviewedText, ReviewRecord, SourceVideo, Summary,
+    Generator, Level, QAPair, ReviewedText, ReviewRecord, Summary,
 )
 from hivau.schemas.item import Tables
 from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError

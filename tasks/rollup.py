@@ -9,19 +9,22 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional, Protocol
+from typing import Callable, Iterable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hivau.prompts import load_prompt
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
-from hivau.schemas.records import Generator, Level, QAPair, QAType, QuarantineRecord, Summary
+from hivau.schemas.records import Generator, Level, QAPair, QuarantineRecord, Summary
+from hivau.tasks.extractive import ExtractiveBackend
 from hivau.tasks.llm import (
     Endpoint, LLMClient, LLMConfigError, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint,
 )
+from hivau.tasks.texts import (  # noqa: F401  (re-exported: the backends' types are part of this stage)
+    QA_TYPES, QAItemOut, QAOut, RollupBackend, SummaryOut, TextContext, check_qa, check_summary,
+)
 
-QA_TYPES: tuple[QAType, ...] = ("what", "who", "where", "when", "how", "how_much", "why")
 
 
 class RollupSettings(BaseModel):
@@ -30,92 +33,6 @@ class RollupSettings(BaseModel):
     llm: LLMSettings = LLMSettings()
     keep_provided: bool = Field(True, description="keep human summaries from the annotations instead of drafting")
     qa_levels: list[Literal["event", "video"]] = Field(default_factory=lambda: ["event", "video"])
-
-
-# ---------------------------------------------------------------- what backends answer
-class SummaryOut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    summary: str
-    judgement: str
-    description: str
-    analysis: Optional[str]
-
-
-class QAItemOut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    qa_type: QAType
-    question: str
-    answer: str
-
-
-class QAOut(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    pairs: list[QAItemOut]
-
-
-def check_summary(anomalous: bool):
-    """Validation past the schema: no empty text; analysis for anomalies only (HIVAU-70k's split)."""
-
-    def check(out: SummaryOut) -> SummaryOut:
-        for name in ("summary", "judgement", "description"):
-            if not getattr(out, name).strip():
-                raise ValueError(f"empty {name}")
-        if anomalous and not (out.analysis or "").strip():
-            raise ValueError("an anomalous item needs an analysis")
-        return out if anomalous else out.model_copy(update={"analysis": None})
-
-    return check
-
-
-def check_qa(out: QAOut) -> QAOut:
-    """One non-empty pair per 5W2H type, in the canonical order; duplicates keep the first."""
-    first: dict[str, QAItemOut] = {}
-    for pair in out.pairs:
-        if pair.question.strip() and pair.answer.strip():
-            first.setdefault(pair.qa_type, pair)
-    missing = [t for t in QA_TYPES if t not in first]
-    if missing:
-        raise ValueError(f"no usable pair for {', '.join(missing)}")
-    return QAOut(pairs=[first[t] for t in QA_TYPES])
-
-
-# ---------------------------------------------------------------- what backends are given
-@dataclass
-class TextContext:
-    """One event or video, with the timed texts it is summarised from."""
-
-    item_id: str
-    level: Level
-    video_id: str
-    labels: list[str]
-    is_anomaly: bool
-    start_s: float
-    end_s: float
-    lines: list[tuple[float, float, str]]  # (start_s, end_s, text), in time order
-    # The same spans with only what happens (event descriptions, no judgements): for the extractive backend.
-    facts: Optional[list[tuple[float, float, str]]] = None
-    anomalous_spans: Optional[list[tuple[float, float]]] = None  # video level: its anomalous events
-
-    @property
-    def variant(self) -> str:
-        return "anomaly" if self.is_anomaly else "normal"
-
-    @property
-    def label_text(self) -> str:
-        return ", ".join(self.labels) if self.is_anomaly else "normal"
-
-    def timed_lines(self) -> str:
-        return "\n".join(f"- [{s:.1f}-{e:.1f} s] {text}" for s, e, text in self.lines)
-
-
-class RollupBackend(Protocol):
-    name: str
-
-    def generator(self, task: str) -> Generator: ...
-
-    async def summarize(self, ctx: TextContext) -> SummaryOut: ...
-
-    async def qa(self, ctx: TextContext) -> QAOut: ...
 
 
 class LLMBackend:
@@ -266,32 +183,58 @@ def choose_backend(settings: RollupSettings) -> tuple[str, Optional[Endpoint], s
     return "openai", endpoint, f"roll-up backend: openai-compatible LLM {endpoint.model} at {where}"
 
 
-async def _rollup_all(items: list[VideoItem], backend: RollupBackend, settings: RollupSettings,
-                      on_done: Optional[Callable[[VideoItem], None]]) -> list[VideoItem]:
-    async def one(item: VideoItem) -> VideoItem:
-        done = await rollup_item(item, backend, settings)
-        if on_done:
-            on_done(done)
-        return done
+async def _rollup_all(items: Iterable[VideoItem], backend: RollupBackend, settings: RollupSettings,
+                      on_done: Optional[Callable[[VideoItem], None]], keep: bool, window: int) -> list[VideoItem]:
+    """Roll up videos as they are read, at most `window` at a time: requests stay in flight across video
+    boundaries, and a store of thousands of videos is never in memory whole."""
+    slots = asyncio.Semaphore(window)
+    results: dict[int, VideoItem] = {}
+    running: set[asyncio.Task] = set()
 
-    return list(await asyncio.gather(*(one(it) for it in items)))
+    async def one(index: int, item: VideoItem) -> None:
+        try:
+            done = await rollup_item(item, backend, settings)
+            if on_done:
+                on_done(done)
+            if keep:
+                results[index] = done
+        finally:
+            slots.release()
+
+    for index, item in enumerate(items):
+        await slots.acquire()
+        task = asyncio.create_task(one(index, item))
+        running.add(task)
+        task.add_done_callback(running.discard)
+    if running:
+        await asyncio.gather(*running)
+    return [results[i] for i in sorted(results)]
 
 
-def run_rollup(items: list[VideoItem], cache_dir: Optional[Path], settings: RollupSettings,
-               on_done: Optional[Callable[[VideoItem], None]] = None) -> RollupRun:
-    """Roll up every video concurrently (requests capped by llm.concurrency); answers are cached on disk."""
+def run_rollup(items: Iterable[VideoItem], cache_dir: Optional[Path], settings: RollupSettings,
+               on_done: Optional[Callable[[VideoItem], None]] = None, keep: bool = True,
+               window: Optional[int] = None) -> RollupRun:
+    """Roll up every video concurrently (requests capped by llm.concurrency, videos in flight by `window`,
+    default 4x that); answers are cached on disk. `keep=False` returns no items (`on_done` has them)."""
     name, endpoint, note = choose_backend(settings)
     usage = Usage()
-    if name == "extractive":
-        from hivau.tasks.extractive import ExtractiveBackend  # here: extractive imports this module
+    window = window or max(4 * settings.llm.concurrency, 8)
+    failed = 0
 
-        done = asyncio.run(_rollup_all(items, ExtractiveBackend(), settings, on_done))
-        return RollupRun(done, name, None, usage, note)
+    def done(item: VideoItem) -> None:
+        nonlocal failed
+        failed += sum(1 for q in item.quarantine if q.stage in ("summarize", "qa"))
+        if on_done:
+            on_done(item)
+
+    if name == "extractive":
+        out = asyncio.run(_rollup_all(items, ExtractiveBackend(), settings, done, keep, window))
+        return RollupRun(out, name, None, usage, note)
 
     async def with_client() -> list[VideoItem]:
         async with LLMClient(endpoint, settings.llm, ResponseCache(cache_dir), usage) as client:
-            return await _rollup_all(items, LLMBackend(client), settings, on_done)
+            return await _rollup_all(items, LLMBackend(client), settings, done, keep, window)
 
-    done = asyncio.run(with_client())
-    usage.failed_items = sum(1 for it in done for q in it.quarantine if q.stage in ("summarize", "qa"))
-    return RollupRun(done, name, endpoint.model, usage, note)
+    out = asyncio.run(with_client())
+    usage.failed_items = failed
+    return RollupRun(out, name, endpoint.model, usage, note)

@@ -115,3 +115,41 @@ def test_failed_and_missing_captions_are_recorded(cut):
     assert [(q.item_id, q.reason) for q in provided.quarantine] == [("vc_E0C1", reasons.CAPTION_MISSING)]
     with pytest.raises(ValueError, match="captioner.model"):
         make_captioner(CaptionSettings(backend="transformers"), ws)
+
+
+def test_openai_captioner_keeps_requests_in_flight_across_videos(tmp_path):
+    """Six videos of one uncaptioned clip each, concurrency 4: four requests at once, so across videos."""
+    import threading
+    import time
+
+    from hivau.tasks.caption import caption_stream
+
+    ws = Workspace.at(tmp_path / "ws")
+    for i in range(6):
+        video = make_video(tmp_path / "videos" / f"s{i}.mp4", 2.0, fps=25, size="64x48", gop=25)
+        item = VideoItem(video_id=f"s{i}", path=str(video), source_format="hivau", labels=["Fighting"],
+                         events=[AnnotatedEvent(start_s=0.2, end_s=1.8, clips=[AnnotatedClip(start_s=0.2, end_s=1.8)])])
+        ws.put_video(cut_item(plan_video(probe_item(item), PlanSettings()), ws, "copy"))
+    inflight, peak, lock = [0], [0], threading.Lock()
+    with FakeOpenAI() as srv:
+        base = srv.responder
+
+        def slow(body):
+            with lock:
+                inflight[0] += 1
+                peak[0] = max(peak[0], inflight[0])
+            time.sleep(0.3)
+            with lock:
+                inflight[0] -= 1
+            return base(body)
+
+        srv.responder = slow
+        settings = CaptionSettings(backend="openai", model="tiny-vlm", frames_per_clip=2,
+                                   llm=LLMSettings(base_url=srv.base_url, concurrency=4))
+        done = []
+        usage = caption_stream(ws.iter_videos(), ws, settings, done.append)
+        again = caption_stream(ws.iter_videos(), ws, settings, lambda item: None)  # all from the cache
+        sent = len(srv.completions)
+    assert peak[0] == 4 and sent == 6 and usage.requests == 6 and again.requests == 0
+    assert sorted(it.video_id for it in done) == [f"s{i}" for i in range(6)]
+    assert all(len(it.captions) == 1 and it.captions[0].generator.backend == "openai" for it in done)

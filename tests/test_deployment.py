@@ -24,15 +24,24 @@ def test_prefect_deployment_run_builds_the_demo(prefect_server, demo_dir, tmp_pa
         "demo_collision_000_E0.mp4", "demo_explosion_000_E0.mp4"]
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter, ArtifactFilterFlowRunId, DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+    )
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}):
-        with get_client(sync_client=True) as client:
+        with get_client(sync_client=True) as client:  # this deployment run and its subflow, not the session's others
+            deployment = client.read_deployment_by_name("build-hivau/local")
+            (parent,) = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])))
+            assert [c.name for c in children] and all(len(json.dumps(c.parameters)) < 10_000 for c in children)
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["build-hivau-summary", "build-hivau-progress"])))
-    kinds = {a.key: a for a in artifacts}
+                flow_run_id=ArtifactFilterFlowRunId(any_=[parent.id, *(c.id for c in children)])))
+    kinds = {a.key: a for a in artifacts if a.key}
     assert {"build-hivau-summary", "build-hivau-progress"} <= set(kinds)
+    assert kinds["build-hivau-progress"].data == 100.0
     table = json.loads(kinds["build-hivau-summary"].data) if isinstance(kinds["build-hivau-summary"].data, str) \
         else kinds["build-hivau-summary"].data
-    assert {"metric": "videos_processed", "value": 8} in table
+    assert {"metric": "videos_processed", "value": 8, "workspace": 8} in table

@@ -39,6 +39,18 @@ def browser(tmp_path):
     d.quit()
 
 
+def _click_fresh(driver, selector: str) -> bool:
+    """Click the element now matching `selector`; False (try again) when it is absent or was just re-rendered."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        driver.execute_script("arguments[0].click()", driver.find_element(By.CSS_SELECTOR, selector))
+        return True
+    except (NoSuchElementException, StaleElementReferenceException):
+        return False
+
+
 def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_workspace, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -62,8 +74,8 @@ def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_w
         wait.until(lambda d: "/user/login" not in d.current_url)
         browser.get(f"{label_studio['url']}/projects/{pushed.projects['clip']}/data?task={task['id']}")
         # the draft caption is pre-filled from the prediction; open it for editing, replace it, save it
-        edit = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=htx-textbox-edit-button]")))
-        browser.execute_script("arguments[0].click()", edit)
+        # the editor re-renders while it loads the task: a button found a moment too early goes stale
+        wait.until(lambda d: _click_fresh(d, "[data-testid=htx-textbox-edit-button]"))
         box = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=htx-textbox-input]")))
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(new_caption)

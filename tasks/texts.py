@@ -1,0 +1,98 @@
+"""What roll-up backends are given (a timed text context) and what they answer (validated summaries, 5W2H pairs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from hivau.schemas.records import Generator, Level, QAType
+
+QA_TYPES: tuple[QAType, ...] = ("what", "who", "where", "when", "how", "how_much", "why")
+
+
+# ---------------------------------------------------------------- what backends answer
+class SummaryOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    summary: str
+    judgement: str
+    description: str
+    analysis: Optional[str]
+
+
+class QAItemOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    qa_type: QAType
+    question: str
+    answer: str
+
+
+class QAOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pairs: list[QAItemOut]
+
+
+def check_summary(anomalous: bool):
+    """Validation past the schema: no empty text; analysis for anomalies only (HIVAU-70k's split)."""
+
+    def check(out: SummaryOut) -> SummaryOut:
+        for name in ("summary", "judgement", "description"):
+            if not getattr(out, name).strip():
+                raise ValueError(f"empty {name}")
+        if anomalous and not (out.analysis or "").strip():
+            raise ValueError("an anomalous item needs an analysis")
+        return out if anomalous else out.model_copy(update={"analysis": None})
+
+    return check
+
+
+def check_qa(out: QAOut) -> QAOut:
+    """One non-empty pair per 5W2H type, in the canonical order; duplicates keep the first."""
+    first: dict[str, QAItemOut] = {}
+    for pair in out.pairs:
+        if pair.question.strip() and pair.answer.strip():
+            first.setdefault(pair.qa_type, pair)
+    missing = [t for t in QA_TYPES if t not in first]
+    if missing:
+        raise ValueError(f"no usable pair for {', '.join(missing)}")
+    return QAOut(pairs=[first[t] for t in QA_TYPES])
+
+
+# ---------------------------------------------------------------- what backends are given
+@dataclass
+class TextContext:
+    """One event or video, with the timed texts it is summarised from."""
+
+    item_id: str
+    level: Level
+    video_id: str
+    labels: list[str]
+    is_anomaly: bool
+    start_s: float
+    end_s: float
+    lines: list[tuple[float, float, str]]  # (start_s, end_s, text), in time order
+    # The same spans with only what happens (event descriptions, no judgements): for the extractive backend.
+    facts: Optional[list[tuple[float, float, str]]] = None
+    anomalous_spans: Optional[list[tuple[float, float]]] = None  # video level: its anomalous events
+
+    @property
+    def variant(self) -> str:
+        return "anomaly" if self.is_anomaly else "normal"
+
+    @property
+    def label_text(self) -> str:
+        return ", ".join(self.labels) if self.is_anomaly else "normal"
+
+    def timed_lines(self) -> str:
+        return "\n".join(f"- [{s:.1f}-{e:.1f} s] {text}" for s, e, text in self.lines)
+
+
+class RollupBackend(Protocol):
+    name: str
+
+    def generator(self, task: str) -> Generator: ...
+
+    async def summarize(self, ctx: TextContext) -> SummaryOut: ...
+
+    async def qa(self, ctx: TextContext) -> QAOut: ...
