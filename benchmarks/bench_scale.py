@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import write_section  # noqa: E402
 
 EVENTS = [(2.0, 8.0), (15.0, 24.0)]
+RESULTS = Path(__file__).parent / "results" / "scale.json"
 
 
 def make_batch(root: Path, n: int) -> tuple[Path, Path]:
@@ -135,6 +136,12 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         shutil.rmtree(base / "loop", ignore_errors=True)
+    # rows of earlier runs (other sizes) are kept: a 4,000-video run can be taken on its own
+    stored = RESULTS.read_text() and json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    stored.update({str(r["videos"]): r for r in rows})
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(stored, indent=1))
+    rows = [stored[k] for k in sorted(stored, key=int)]
     first = rows[0]["ms_per_video"]
     lines = ["## Scale: build-hivau on synthetic batches (`benchmarks/bench_scale.py`)", "",
              f"30 s videos, 2 events x 3 clips each, copy mode, {args.workers} workers for both paths, shard size "
@@ -146,7 +153,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['videos']} | {r['segments']} | {r['loop_s']} | {r['probe_cut_s']} | {r['ratio']}x | "
                      f"{r['ms_per_video']} | {r['ms_per_video'] / first:.2f}x | {r['build_s']} | {r['peak_rss_mb']} |")
-    lines += ["", "Stage seconds of the largest run: " + json.dumps(rows[-1]["stages"])]
+    lines += ["", "Stage seconds of the largest run: " + json.dumps(rows[-1]["stages"]),
+              "Raw figures: `benchmarks/results/scale.json`."]
     write_section("scale", "\n".join(lines))
 
 

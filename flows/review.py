@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from hivau.tasks.release import ReleaseSettings, build_release, verify_release
+from hivau.tasks.retrain import RetrainSettings, register_if_not_worse, run_training
 from hivau.tasks.review import PullReport, PushReport, ReviewSettings, connect, pull, push
 from hivau.workspace import Workspace
 
@@ -97,68 +99,11 @@ def wait_for_retrain(release: str, timeout_s: float = 300) -> dict:
     raise TimeoutError(f"no finished retrain run for {release} within {timeout_s:.0f} s")
 
 
-class RetrainSettings(BaseModel):
-    """How `retrain` trains and judges a model; the deployment's defaults come from $HIVAU_RETRAIN_SETTINGS."""
-
-    preset: Optional[Literal["tiny"]] = Field("tiny", description="tiny: small models built in-process (CPU)")
-    config: Optional[str] = Field(None, description="a hivau-train config file (YAML/JSON) instead of the preset")
-    preset_options: dict = Field(default_factory=dict, description="e.g. {image_size: 64} for a faster tiny model")
-    scorer_epochs: Optional[int] = None
-    epochs: float = 30.0
-    max_steps: Optional[int] = None
-    max_minutes: Optional[float] = Field(20.0, description="wall-time cap of the training run")
-    batch_size: int = 8
-    lr: float = 1e-3
-    nproc: int = Field(1, ge=1, description="processes (torchrun DDP) for training")
-    models_dir: Optional[str] = Field(None, description="default: the release's workspace /models")
-    tolerance: float = Field(0.01, description="a new model is registered unless a headline figure falls by more")
-    eval_batch_size: int = 16
-
-    @classmethod
-    def from_env(cls) -> "RetrainSettings":
-        import json
-        import os
-
-        return cls.model_validate(json.loads(os.environ.get("HIVAU_RETRAIN_SETTINGS", "{}")))
-
-
-def _train_command(release: Path, out: Path, settings: RetrainSettings) -> list[str]:
-    import json
-    import sys
-
-    args = ["--release", str(release), "--out", str(out)]
-    if settings.config:  # the file decides the recipe; only the caps below apply on top
-        args += ["--config", settings.config]
-    else:
-        args += ["--preset", settings.preset or "tiny", "--epochs", str(settings.epochs),
-                 "--batch-size", str(settings.batch_size), "--lr", str(settings.lr)]
-    args += ["--max-steps", str(settings.max_steps)] if settings.max_steps else []
-    args += ["--max-minutes", str(settings.max_minutes)] if settings.max_minutes else []
-    args += ["--preset-options", json.dumps(settings.preset_options)] if settings.preset_options else []
-    args += ["--scorer-epochs", str(settings.scorer_epochs)] if settings.scorer_epochs is not None else []
-    if settings.nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc}",
-                "-m", "hivau.models.train", *args]
-    return [sys.executable, "-m", "hivau.models.train", *args]
-
-
 @task(cache_policy=NO_CACHE)
 def train_model(release: str, out: str, settings: RetrainSettings) -> str:
     """Run hivau-train in its own process(es), streaming its log lines; returns the model folder."""
-    import subprocess
-
     logger = get_run_logger()
-    cmd = _train_command(Path(release), Path(out), settings)
-    logger.info("training: %s", " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail: list[str] = []
-    for line in proc.stdout:
-        tail = (tail + [line.rstrip()])[-40:]
-        if line.startswith("{"):
-            logger.info("%s", line.rstrip())
-    if proc.wait() != 0:
-        raise RuntimeError(f"hivau-train exited with {proc.returncode}:\n" + "\n".join(tail))
-    return str(Path(out) / "model")
+    return run_training(Path(release), Path(out), settings, log=lambda line: logger.info("%s", line))
 
 
 @task(cache_policy=NO_CACHE)
@@ -172,10 +117,8 @@ def evaluate_model(model: str, release: str, out: str, batch_size: int) -> dict:
 def retrain(release: Annotated[str, Field(description="release folder (from the hivau.release.published event)")],
             settings: RetrainSettings = RetrainSettings()) -> dict:
     """Train on a release, evaluate on its test split beside the current model, register if not worse."""
-    from datetime import datetime, timezone
-
-    from hivau.models.evaluate import metrics_rows, metrics_table, not_worse
-    from hivau.models.registry import current_model, record_decision
+    from hivau.models.evaluate import metrics_rows, metrics_table
+    from hivau.models.registry import current_model
 
     manifest = verify_release(release)
     release_path = Path(release).resolve()
@@ -189,12 +132,8 @@ def retrain(release: Annotated[str, Field(description="release folder (from the 
     if previous:  # judged on this release's test split, not on the one it was trained for
         before = evaluate_model(previous["path"], str(release_path), str(run_dir / "previous_eval"),
                                 settings.eval_batch_size)
-    ok, reasons = not_worse(metrics["headline"], before["headline"] if before else None, settings.tolerance)
-    entry = record_decision(models_dir, {"name": name, "path": model, "release": manifest["name"],
-                                         "release_path": str(release_path), "headline": metrics["headline"],
-                                         "previous": previous["name"] if previous else None,
-                                         "previous_headline": before["headline"] if before else None,
-                                         "reasons": reasons}, registered=ok)
+    ok, reasons = register_if_not_worse(models_dir, name, model, manifest, release_path, metrics, previous, before,
+                                        settings.tolerance)
     create_table_artifact(metrics_rows(metrics), key="retrain-metrics",
                           description=f"model {name} on release {manifest['name']} (test split)")
     create_markdown_artifact(f"# retrain {name}\n\n**{'registered' if ok else 'not registered'}**: "

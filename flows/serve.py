@@ -11,7 +11,8 @@ from prefect.events import DeploymentEventTrigger
 
 from hivau.flows.build import build_hivau
 from hivau.flows.propose import propose_events_flow
-from hivau.flows.review import RELEASE_EVENT, RetrainSettings, publish_release, retrain, sync_reviews
+from hivau.flows.review import RELEASE_EVENT, publish_release, retrain, sync_reviews
+from hivau.tasks.retrain import RetrainSettings
 
 DEPLOYMENT_NAME = "local"
 

@@ -134,8 +134,10 @@ def cut_or_resume(ws: Workspace, segment_id: str, dst: Path, video: SourceVideo,
     state_path = ws.segment_state(segment_id)
     if state_path.is_file() and dst.is_file():
         state = json.loads(state_path.read_text())
-        if state.get("fingerprint") == fingerprint:
+        # the recorded size guards against a media file a crash left short (the state is not fsynced)
+        if state.get("fingerprint") == fingerprint and state.get("size") == dst.stat().st_size:
             return CutResult(**state["result"]), False
     result = cut_segment(video.path, dst, start, end, mode, video.fps, video.keyframe_times, settings, video.is_vfr)
-    atomic_write_json(state_path, {"fingerprint": fingerprint, "result": result.__dict__})
+    atomic_write_json(state_path, {"fingerprint": fingerprint, "size": dst.stat().st_size, "result": result.__dict__},
+                      durable=False)
     return result, True

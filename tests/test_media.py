@@ -93,6 +93,9 @@ def test_cut_resume_and_half_written_file(tmp_path):
     mtime = dst.stat().st_mtime_ns
     again, fresh = cut_or_resume(ws, "idx_E0", dst, video, 1.0, 2.0, "accurate", CutSettings())
     assert not fresh and again == first and dst.stat().st_mtime_ns == mtime
+    dst.write_bytes(dst.read_bytes()[:100])  # a media file a crash left short is cut again, not trusted
+    redone, fresh = cut_or_resume(ws, "idx_E0", dst, video, 1.0, 2.0, "accurate", CutSettings())
+    assert fresh and redone == first
     changed, fresh = cut_or_resume(ws, "idx_E0", dst, video, 1.0, 2.5, "accurate", CutSettings())
     assert fresh and changed.n_frames > first.n_frames
 
