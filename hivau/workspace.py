@@ -314,9 +314,6 @@ class ManifestSet:
         if len(rows) >= self.ROW_GROUP:
             self._flush(table)
 
-    def write_table(self, table: str, records: list[BaseModel]) -> None:
-        self.add(table, records)
-
     def write_bytes(self, name: str, data: bytes) -> None:
         atomic_write_bytes(self.folder / name, data)
 

@@ -22,6 +22,8 @@ SPAN_UNASSIGNED = "span_unassigned"
 
 # Cutting.
 CUT_FAILED = "cut_failed"
+# A shard of videos that failed in a later stage (motion, review media) after its retries.
+SHARD_FAILED = "shard_failed"
 
 ENTRY_NO_LABELS = "entry_no_labels"
 

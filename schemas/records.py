@@ -141,7 +141,7 @@ class QuarantineRecord(Record):
     level: QuarantineLevel
     reason: str
     detail: str
-    stage: Literal["ingest", "probe", "validate", "cut", "caption", "summarize", "qa"]
+    stage: Literal["ingest", "probe", "validate", "cut", "caption", "summarize", "qa", "motion", "review-media"]
     source: Optional[str] = None
 
 

@@ -211,12 +211,6 @@ class RunSummary(BaseModel):
             self.quarantined_by_reason[q.reason] = self.quarantined_by_reason.get(q.reason, 0) + 1
             self.quarantined_by_level[q.level] = self.quarantined_by_level.get(q.level, 0) + 1
 
-    def rows(self) -> list[dict]:
-        rows = [{"metric": k, "value": v} for k, v in self.model_dump().items() if not isinstance(v, dict)]
-        rows += [{"metric": f"quarantined:{k}", "value": v} for k, v in sorted(self.quarantined_by_reason.items())]
-        rows += [{"metric": f"texts:{k}", "value": v} for k, v in sorted(self.texts_by_generator.items())]
-        return rows
-
 
 FINAL = ("done", "quarantined")
 

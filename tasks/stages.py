@@ -175,12 +175,15 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
 def failed_item(item: VideoItem, stage: str, error: BaseException) -> VideoItem:
     """A video whose shard failed for good: quarantined with the error, so the run goes on."""
     item = item.model_copy(deep=True)
-    reason = reasons.CUT_FAILED if stage == "cut" else reasons.CAPTION_FAILED
+    reason, where = SHARD_FAILURES.get(stage, (reasons.SHARD_FAILED, stage))
     item.quarantine.append(QuarantineRecord(item_id=item.video_id, video_id=item.video_id, level="video",
                                             reason=reason, detail=f"{type(error).__name__}: {error}"[:500],
-                                            stage="cut" if stage == "cut" else "caption", source=item.source))
+                                            stage=where, source=item.source))
     item.status = "quarantined"
     return item
+
+
+SHARD_FAILURES = {"cut": (reasons.CUT_FAILED, "cut"), "caption": (reasons.CAPTION_FAILED, "caption")}
 
 
 # ---------------------------------------------------------------- shards: the unit of work a task runs
