@@ -76,6 +76,13 @@ def plain_loop(videos: Path, annotations: Path, out: Path, workers: int) -> floa
     return time.perf_counter() - started
 
 
+def quarter_means(seconds: list[float]) -> dict:
+    """Mean shard time of the first and last quarter of shards to finish: does the run slow down as it grows?"""
+    q = max(len(seconds) // 4, 1)
+    mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else None  # noqa: E731
+    return {"shards": len(seconds), "first_quarter": mean(seconds[:q]), "last_quarter": mean(seconds[-q:])}
+
+
 def tree_rss(pid: int) -> int:
     import psutil
 
@@ -98,7 +105,7 @@ def run_build(videos: Path, annotations: Path, ws: Path, workers: int, shard_siz
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], tree_rss(proc.pid))
-            time.sleep(0.25)
+            time.sleep(1.0)  # sampling costs CPU the build would use: once a second is enough for a peak
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -132,7 +139,8 @@ def main() -> None:
         row = {"videos": n, "segments": n * 8, "loop_s": round(loop_s, 1), "probe_cut_s": round(cut_s, 1),
                "ratio": round(cut_s / loop_s, 2), "ms_per_video": round(1000 * cut_s / n, 1),
                "build_s": round(built["wall_s"], 1), "peak_rss_mb": round(built["peak_rss_mb"]),
-               "processed": built["summary"]["videos_processed"], "stages": stages}
+               "processed": built["summary"]["videos_processed"], "stages": stages,
+               "cut_shard_s": quarter_means(built["work"].get("shard_seconds", {}).get("cut", []))}
         rows.append(row)
         print(json.dumps(row), flush=True)
         shutil.rmtree(base / "loop", ignore_errors=True)

@@ -75,6 +75,7 @@ def caption_videos_online(workspace: str, video_ids: list[str], settings: Captio
             advance()
 
         usage = caption_stream(ws.iter_videos(video_ids), ws, settings, saved)
+        report.finish()
     create_table_artifact(usage.rows(settings.llm, settings.model), key="build-hivau-caption-usage",
                           description="captioner requests, tokens and estimated cost (openai)")
     return report
@@ -206,7 +207,8 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
     return {"segments_cut": sum(r.segments_cut for r in cuts), "segments_resumed": sum(r.segments_resumed for r in cuts),
             "workers": sorted({f"{r.host}:{r.pid}" for rs in reports.values() for r in rs}),
             "workers_by_stage": {stage: sorted({f"{r.host}:{r.pid}" for r in rs}) for stage, rs in reports.items()},
-            "seconds_by_stage": seconds, "rollup": rollup_note}
+            "seconds_by_stage": seconds, "rollup": rollup_note,
+            "shard_seconds": {stage: [r.seconds for r in rs] for stage, rs in reports.items()}}
 
 
 @task(cache_policy=NO_CACHE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
@@ -36,6 +37,12 @@ class ShardReport(BaseModel):
     segments_resumed: int = 0
     host: str = Field(default_factory=socket.gethostname)
     pid: int = Field(default_factory=os.getpid)
+    started: float = Field(default_factory=time.monotonic, exclude=True)
+    seconds: float = 0.0  # the shard's wall time: the benchmark reads whether shards slow down as a run goes on
+
+    def finish(self) -> "ShardReport":
+        self.seconds = round(time.monotonic() - self.started, 3)
+        return self
 
 
 # ---------------------------------------------------------------- ingest
@@ -203,18 +210,20 @@ def process_shard(ws: Workspace, video_ids: list[str], cut_mode: CutMode, plan: 
         ws.put_video(item)
         report.videos += 1
         report.quarantined += item.status == "quarantined"
-    return report
+    return report.finish()
 
 
 def caption_shard(ws: Workspace, video_ids: list[str], settings: CaptionSettings) -> ShardReport:
     """Caption the shard's clips, batched across its videos (model backends), or list which lack one."""
+    report = ShardReport()
     items = list(ws.iter_videos(video_ids))
     done = caption_items(items, ws, make_captioner(settings, ws), settings)
     for item in done:
         if item.status != "quarantined":
             item.status = "captioned"
         ws.put_video(item)
-    return ShardReport(videos=len(done), quarantined=sum(it.status == "quarantined" for it in done))
+    report.videos, report.quarantined = len(done), sum(it.status == "quarantined" for it in done)
+    return report.finish()
 
 
 def motion_shard(ws: Workspace, video_ids: list[str]) -> ShardReport:
@@ -227,13 +236,15 @@ def motion_shard(ws: Workspace, video_ids: list[str]) -> ShardReport:
         ws.put_video(item)
         report.videos += 1
         report.quarantined += item.status == "quarantined"
-    return report
+    return report.finish()
 
 
 def review_media_shard(ws: Workspace, video_ids: list[str], context_s: float) -> ShardReport:
     """Cut what reviewers watch (events with context, browser-playable videos) ahead of the push."""
+    report = ShardReport()
     media = prepare_review_media(ws, Tables.of(ws.iter_videos(video_ids)), context_s)
-    return ShardReport(videos=len(video_ids), segments_cut=len(media))
+    report.videos, report.segments_cut = len(video_ids), len(media)
+    return report.finish()
 
 
 def shards(video_ids: list[str], size: int) -> list[list[str]]:

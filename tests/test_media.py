@@ -7,7 +7,7 @@ import pytest
 from hivau.schemas import reasons
 from hivau.tasks.cut import CutSettings, cut_or_resume, cut_segment, frames_written, partial_path, written_span
 from hivau.tasks.frames import sample_frames
-from hivau.tasks.probe import ProbeError, parse_compact, probe_video, read_packets
+from hivau.tasks.probe import ProbeError, mp4_index_missing, probe_video, read_packets
 from hivau.workspace import Workspace
 
 from helpers import ffmpeg, frame_index, make_audio_only, make_index_video, make_video
@@ -130,9 +130,10 @@ def test_sample_frames_on_odd_rate_fixture(fixtures_dir):
 def test_ffmpeg_missing_gives_install_hint(monkeypatch, tmp_path):
     from hivau.tasks.media import MissingBinaryError
 
+    src = make_video(tmp_path / "src.mp4", 1.0)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingBinaryError, match="apt-get install -y ffmpeg"):
-        probe_video(__file__, "x")
+        cut_segment(str(src), tmp_path / "out.mp4", 0.0, 0.5, "accurate", fps=25.0)
 
 
 def test_cut_reports_what_it_wrote_without_a_second_probe(tmp_path):
@@ -146,12 +147,20 @@ def test_cut_reports_what_it_wrote_without_a_second_probe(tmp_path):
         assert result.end_s - result.start_s == pytest.approx(times[-1] - times[0] + 1 / 25, abs=1e-6)
 
 
-def test_progress_and_compact_parsing():
+def test_progress_parsing():
     assert frames_written("frame=12\nprogress=continue\nframe=133\nprogress=end\n") == 133
     assert frames_written("progress=end\n") is None
     assert written_span(2.0, 133, 25.0) == (2.0, 7.32)
-    out = parse_compact("stream|index=0|codec_type=video|disposition:attached_pic=0|side_data|rotation=-90\n"
-                        "format|duration=2.000000\npacket|stream_index=0|pts_time=0.040000|flags=__\n"
-                        "packet|stream_index=0|pts_time=0.000000|flags=K_\npacket|stream_index=1|pts_time=N/A|flags=K_\n")
-    assert out.streams[0]["rotation"] == "-90" and out.format["duration"] == "2.000000"
-    assert out.packets == {0: ([0.0, 0.04], [0.0])}
+
+
+def test_mp4_index_missing_reads_top_level_boxes(tmp_path):
+    """The truncation check walks box headers: an index (moov) before the cut, after it, or none at all."""
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+    ftyp, moov, mdat = box(b"ftyp", b"isom" * 3), box(b"moov", b"\0" * 40), box(b"mdat", b"\1" * 400)
+    cases = {"faststart": ftyp + moov + mdat, "at_end": ftyp + mdat + moov, "cut_before_moov": ftyp + mdat[:200],
+             "cut_inside_moov": ftyp + mdat + moov[:20], "not_mp4": b"\x1aE\xdf\xa3" + b"\0" * 100}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+    assert [mp4_index_missing(tmp_path / n) for n in cases] == [False, False, True, True, False]
