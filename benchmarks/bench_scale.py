@@ -119,20 +119,58 @@ def run_build(videos: Path, annotations: Path, ws: Path, workers: int, shard_siz
     return {"wall_s": wall, "peak_rss_mb": peak[0] / 2**20, "summary": summary, "work": batch["last_build"]}
 
 
+def store_row(row: dict) -> dict:
+    """Add one size's row to the stored results (rows of other sizes and earlier runs are kept: a 4,000-video
+    run can be taken on its own, and a run stopped part-way keeps the sizes it finished)."""
+    stored = json.loads(RESULTS.read_text()) if RESULTS.is_file() and RESULTS.read_text() else {}
+    stored[str(row["videos"])] = row
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(stored, indent=1))
+    return stored
+
+
+def write_report(stored: dict, workers: int, shard_size: int) -> None:
+    rows = [stored[k] for k in sorted(stored, key=int)]
+    first = rows[0]
+    lines = ["## Scale: build-hivau on synthetic batches (`benchmarks/bench_scale.py`)", "",
+             f"30 s videos, 2 events x 3 clips each, copy mode, {workers} workers for both paths, shard size "
+             f"{shard_size}, on this machine ({os.cpu_count()} cores). `loop` is the same ffmpeg cut commands "
+             "run by a plain thread pool; `probe+cut` is build-hivau's probe, plan and cut stage as the flow times it. "
+             "Peak memory: RSS of the whole `hivau build` process tree (flow, its temporary Prefect server). "
+             "`vs first size` compares ms/video with the smallest size; `loop-normalised` divides both by their "
+             "own run's loop ms/video (this machine's speed drifts by up to 25% between runs an hour apart).", "",
+             "| videos | segments | loop s | probe+cut s | ratio | ms/video | vs first size | loop-normalised "
+             "| whole build s | peak RSS MB | shard s, first / last quarter |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        q = r.get("cut_shard_s") or {}
+        lines.append(f"| {r['videos']} | {r['segments']} | {r['loop_s']} | {r['probe_cut_s']} | {r['ratio']}x | "
+                     f"{r['ms_per_video']} | {r['ms_per_video'] / first['ms_per_video']:.2f}x | "
+                     f"{r['ratio'] / first['ratio']:.2f}x | {r['build_s']} | {r['peak_rss_mb']} | "
+                     f"{q.get('first_quarter', '-')} / {q.get('last_quarter', '-')} |")
+    lines += ["", "Stage seconds of the largest run: " + json.dumps(rows[-1]["stages"]),
+              "Raw figures: `benchmarks/results/scale.json`."]
+    write_section("scale", "\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[250, 1000, 4000])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shard-size", type=int, default=25)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--report-only", action="store_true", help="rewrite the BENCHMARKS.md table from the results")
     args = parser.parse_args()
+    if args.report_only:
+        write_report(json.loads(RESULTS.read_text()), args.workers, args.shard_size)
+        return
     root = args.work or Path(tempfile.mkdtemp(prefix="hivau-scale-"))
-    rows = []
     for n in args.sizes:
         base = root / f"n{n}"
         shutil.rmtree(base, ignore_errors=True)
         videos, annotations = make_batch(base, n)
         loop_s = plain_loop(videos, annotations, base / "loop", args.workers)
+        shutil.rmtree(base / "loop", ignore_errors=True)
         built = run_build(videos, annotations, base / "ws", args.workers, args.shard_size)
         stages = built["work"].get("seconds_by_stage") or {}
         cut_s = stages.get("probe_plan_cut", float("nan"))
@@ -141,29 +179,9 @@ def main() -> None:
                "build_s": round(built["wall_s"], 1), "peak_rss_mb": round(built["peak_rss_mb"]),
                "processed": built["summary"]["videos_processed"], "stages": stages,
                "cut_shard_s": quarter_means(built["work"].get("shard_seconds", {}).get("cut", []))}
-        rows.append(row)
         print(json.dumps(row), flush=True)
-        shutil.rmtree(base / "loop", ignore_errors=True)
-    # rows of earlier runs (other sizes) are kept: a 4,000-video run can be taken on its own
-    stored = RESULTS.read_text() and json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    stored.update({str(r["videos"]): r for r in rows})
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(stored, indent=1))
-    rows = [stored[k] for k in sorted(stored, key=int)]
-    first = rows[0]["ms_per_video"]
-    lines = ["## Scale: build-hivau on synthetic batches (`benchmarks/bench_scale.py`)", "",
-             f"30 s videos, 2 events x 3 clips each, copy mode, {args.workers} workers for both paths, shard size "
-             f"{args.shard_size}, on this machine ({os.cpu_count()} cores). `loop` is the same ffmpeg cut commands "
-             "run by a plain thread pool; `probe+cut` is build-hivau's probe, plan and cut stage as the flow times it. "
-             "Peak memory: RSS of the whole `hivau build` process tree (flow, its temporary Prefect server).", "",
-             "| videos | segments | loop s | probe+cut s | ratio | ms/video | vs first size | whole build s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['videos']} | {r['segments']} | {r['loop_s']} | {r['probe_cut_s']} | {r['ratio']}x | "
-                     f"{r['ms_per_video']} | {r['ms_per_video'] / first:.2f}x | {r['build_s']} | {r['peak_rss_mb']} |")
-    lines += ["", "Stage seconds of the largest run: " + json.dumps(rows[-1]["stages"]),
-              "Raw figures: `benchmarks/results/scale.json`."]
-    write_section("scale", "\n".join(lines))
+        write_report(store_row(row), args.workers, args.shard_size)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def main() -> None:
             f"{result['device']}: CLIP ViT-L/14-336-shaped appearance and motion encoders (frozen), a 1.5B-class "
             f"Llama-shaped LM with LoRA, {args.frames} frames, batch {args.batch}, bf16 autocast; "
             f"{result['sequence']} LM positions per item.", "",
-            f"| step | tokens/s | peak memory | trainable / all parameters |", "|---|---|---|---|",
+            "| step | tokens/s | peak memory | trainable / all parameters |", "|---|---|---|---|",
             f"| {result['step_s']} s | {result['tokens_per_s']} | {result['peak_gib']} GiB | "
             f"{result['trainable_params']:,} / {result['params']:,} |"]))
 
