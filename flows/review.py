@@ -46,6 +46,7 @@ def sync_reviews(
             for level, n in report.annotations_seen.items()]
     create_table_artifact(rows, key="sync-reviews", description=f"reviews pulled into {workspace}")
     print(f"reviews: {report.annotations_seen} annotations, {report.new_or_changed} new or changed; "
+          f"{report.reviews_unmatched} reviews no longer match a segment (kept: manifests/reviews_unmatched); "
           f"tables rewritten: {report.tables_rewritten or 'none'}; re-cut: {report.recut or 'none'}")
     return report.model_dump()
 

@@ -149,22 +149,28 @@ review_app = typer.Typer(no_args_is_help=True, help="Label Studio review: push d
 app.add_typer(review_app, name="review")
 
 
-def _review_settings(url: Optional[str], batch_size: int, dataset: Optional[str]):
+def _review_settings(url: Optional[str], batch_size: int, dataset: Optional[str], **more):
     from hivau.tasks.review import ReviewSettings
 
-    return ReviewSettings(enabled="on", url=url, batch_size=batch_size, dataset=dataset)
+    return ReviewSettings(enabled="on", url=url, batch_size=batch_size, dataset=dataset, **more)
 
 
 @review_app.command("push")
 def review_push(workspace: Path = typer.Option(..., "--workspace"),
                 url: Optional[str] = typer.Option(None, "--url", help="default: LABEL_STUDIO_URL"),
                 dataset: Optional[str] = typer.Option(None, "--dataset", help="project title part (default: workspace name)"),
-                batch_size: int = typer.Option(500, "--batch-size")):
+                batch_size: int = typer.Option(1000, "--batch-size", help="tasks or predictions per bulk request"),
+                audit_size: int = typer.Option(50, "--audit-size",
+                                               help="new tasks per level put first in the queue as a random audit"),
+                annotations_per_task: int = typer.Option(1, "--annotations-per-task",
+                                                         help="reviewers per task in new projects"),
+                workers: int = typer.Option(2, "--workers", help="review media cut in parallel")):
     """Send the workspace's drafts to Label Studio (key from LABEL_STUDIO_API_KEY); safe to repeat."""
     from hivau.tasks.review import connect, push
     from hivau.workspace import Workspace
 
-    settings = _review_settings(url, batch_size, dataset)
+    settings = _review_settings(url, batch_size, dataset, audit_size=audit_size,
+                                annotations_per_task=annotations_per_task, media_workers=workers)
     with connect(settings) as ls:
         report = push(Workspace.at(workspace), ls, settings)
     console.print_json(report.model_dump_json())
@@ -173,12 +179,18 @@ def review_push(workspace: Path = typer.Option(..., "--workspace"),
 @review_app.command("pull")
 def review_pull(workspace: Path = typer.Option(..., "--workspace"),
                 url: Optional[str] = typer.Option(None, "--url", help="default: LABEL_STUDIO_URL"),
-                dataset: Optional[str] = typer.Option(None, "--dataset")):
-    """Fetch annotations and merge them into the workspace's manifests."""
+                dataset: Optional[str] = typer.Option(None, "--dataset"),
+                precedence: Optional[str] = typer.Option(
+                    None, "--precedence", help="comma-separated Label Studio user ids, most trusted first: their "
+                                               "annotation counts where several reviewed one item (default: latest)")):
+    """Fetch every annotation and merge them into the workspace's manifests."""
+    from hivau.tasks.merge import ReviewRule
     from hivau.tasks.review import connect, pull
     from hivau.workspace import Workspace
 
-    settings = _review_settings(url, 500, dataset)
+    rule = ReviewRule(rule="precedence", precedence=[int(x) for x in precedence.split(",")]) if precedence \
+        else ReviewRule()
+    settings = _review_settings(url, 1000, dataset, rule=rule)
     with connect(settings) as ls:
         report = pull(Workspace.at(workspace), ls, settings)
     console.print_json(report.model_dump_json())

@@ -12,6 +12,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -166,24 +167,51 @@ class Workspace:
     # ---------------------------------------------------------------- reviews (the reviewers' words, verbatim)
     @property
     def reviews(self) -> Path:
+        """One file per Label Studio annotation, under its video: `reviews/{video}/{level}-{annotation}.json`."""
+        return self.state / "annotations"
+
+    @property
+    def legacy_reviews(self) -> Path:
+        """Reviews pulled before they were kept per annotation (`reviews/{level}/{item}.json`): still read, never
+        written; an annotation pulled again supersedes its legacy copy."""
         return self.state / "reviews"
 
-    def review_path(self, level: Level, item_id: str) -> Path:
-        return self.reviews / level / f"{file_name(item_id)}.json"
+    def review_path(self, record: ReviewRecord) -> Path:
+        return self.reviews / file_name(record.video_id) / f"{record.level}-{record.annotation_id}.json"
 
-    def put_review(self, record: ReviewRecord) -> None:
-        atomic_write_json(self.review_path(record.level, record.item_id), record.model_dump(mode="json"))
+    def put_review(self, record: ReviewRecord) -> bool:
+        """Store one annotation as pulled; returns whether it was new or changed (unchanged ones are not rewritten)."""
+        path = self.review_path(record)
+        data = record.model_dump_json(indent=1).encode()
+        if path.is_file() and path.read_bytes() == data:
+            return False
+        atomic_write_bytes(path, data)
+        return True
 
-    def get_review(self, level: Level, item_id: str) -> Optional[ReviewRecord]:
-        path = self.review_path(level, item_id)
-        return ReviewRecord.model_validate_json(path.read_text()) if path.is_file() else None
+    def video_reviews(self, video_id: str) -> list[ReviewRecord]:
+        """Every stored annotation of one video (all levels, all annotators)."""
+        folder = self.reviews / file_name(video_id)
+        records = [ReviewRecord.model_validate_json(p.read_bytes()) for p in sorted(folder.glob("*.json"))] \
+            if folder.is_dir() else []
+        have = {r.annotation_id for r in records}
+        return records + [r for r in self._legacy_by_video.get(video_id, []) if r.annotation_id not in have]
 
-    def stored_reviews(self) -> dict[str, ReviewRecord]:
-        out = {}
+    def review_video_ids(self) -> list[str]:
+        ids = {unquote(p.name) for p in self.reviews.iterdir() if p.is_dir()} if self.reviews.is_dir() else set()
+        return sorted(ids | set(self._legacy_by_video))
+
+    def iter_reviews(self) -> Iterator[ReviewRecord]:
+        """Every stored annotation, one video at a time."""
+        for video_id in self.review_video_ids():
+            yield from self.video_reviews(video_id)
+
+    @cached_property
+    def _legacy_by_video(self) -> dict[str, list[ReviewRecord]]:
+        out: dict[str, list[ReviewRecord]] = {}
         for level in LEVELS:
-            for path in sorted((self.reviews / level).glob("*.json")):
-                record = ReviewRecord.model_validate_json(path.read_text())
-                out[record.item_id] = record
+            for path in sorted((self.legacy_reviews / level).glob("*.json")):
+                record = ReviewRecord.model_validate_json(path.read_bytes())
+                out.setdefault(record.video_id, []).append(record)
         return out
 
     # ---------------------------------------------------------------- manifests, written as a set

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: reviews by span, every annotation kept, rows name their annotation
 
 Level = Literal["clip", "event", "video"]
 InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa"]
@@ -83,6 +83,7 @@ class Segment(Record):
     notes: list[str] = Field(default_factory=list)
     # None until a reviewer touches the segment; `boundaries_corrected` once its times were moved in review
     provenance: Optional[Provenance] = None
+    corrected_by: Optional[int] = None  # the Label Studio annotation whose boundary move these times carry
 
 
 class Event(Segment):
@@ -107,6 +108,7 @@ class Caption(Record):
     text: str
     provenance: Provenance
     generator: Generator
+    annotation_id: Optional[int] = None  # the reviewer's annotation this text came from, if any
     frame_times: list[float] = Field(default_factory=list)
 
 
@@ -120,6 +122,7 @@ class Summary(Record):
     analysis: Optional[str] = None
     provenance: Provenance
     generator: Generator
+    annotation_id: Optional[int] = None  # the reviewer's annotation this text came from, if any
 
 
 class QAPair(Record):
@@ -131,6 +134,7 @@ class QAPair(Record):
     answer: str
     provenance: Provenance
     generator: Generator
+    annotation_id: Optional[int] = None  # the reviewer's annotation this text came from, if any
 
 
 class QuarantineRecord(Record):
@@ -167,15 +171,35 @@ class ReviewedText(BaseModel):
     text: str
 
 
-class ReviewRecord(Record):
-    """The latest submitted Label Studio annotation of one item, as pulled (the human's exact words)."""
+def segment_key(level: Level, video_id: str, start_s: Optional[float] = None, end_s: Optional[float] = None) -> str:
+    """What a review belongs to: the video, and for events and clips their times (to the millisecond).
 
-    item_id: str
+    Never the positional id (`{vid}_E{i}C{j}`): a re-plan with other clip settings gives the same id to
+    other times, and a reviewer's words must not move with it.
+    """
+    if level == "video":
+        return f"video|{video_id}"
+    return f"{level}|{video_id}|{round(1000 * float(start_s))}|{round(1000 * float(end_s))}"
+
+
+class ReviewRecord(Record):
+    """One submitted Label Studio annotation of one task, as pulled: the human's exact words, who, when.
+
+    Every annotation of a task is kept (two reviewers of one clip leave two records); the merge picks one
+    by the workspace's declared rule, and release rows name the annotation they came from.
+    """
+
+    item_id: str  # the positional id the task was pushed under (for people; matching uses `key`)
     level: Level
     video_id: str
     project: str
     task_id: int
     annotation_id: int
+    # the span the task showed: the review belongs to these times
+    seen_start_s: Optional[float] = None
+    seen_end_s: Optional[float] = None
+    prediction_id: Optional[int] = None  # the draft the editor was pre-filled with
+    draft_sha: Optional[str] = None  # that draft's content hash, when the task still holds it
     verdict: Optional[Literal["accept", "reject"]] = None
     texts: list[ReviewedText] = Field(default_factory=list)
     # corrected event boundaries on the source video's clock, when the reviewer moved them
@@ -184,8 +208,18 @@ class ReviewRecord(Record):
     # video level: the anomalous spans a reviewer kept or drew (from the scorer's proposals), in seconds
     events: list[list[float]] = Field(default_factory=list)
     completed_by: Optional[int] = None
+    created_at: str = ""
     updated_at: str = ""
     lead_time_s: Optional[float] = None
+    was_cancelled: bool = False
+    audit: bool = False  # the task was in the random audit sample
+    result_json: str = "[]"  # the annotation's result, verbatim, as Label Studio sent it
+
+    @property
+    def key(self) -> str:
+        if self.level != "video" and self.seen_start_s is None:
+            return f"id|{self.level}|{self.item_id}"  # pulled before reviews knew their span: by position
+        return segment_key(self.level, self.video_id, self.seen_start_s, self.seen_end_s)
 
     def text(self, name: str) -> Optional[str]:
         """The reviewer's text for one control, or None when the annotation leaves it empty."""
@@ -211,6 +245,7 @@ class InstructionRow(Record):
     answer: str
     provenance: Provenance
     generator: Generator
+    annotation_id: Optional[int] = None  # the Label Studio annotation the answer came from (reviewed rows)
 
 
 TABLE_MODELS: dict[str, type[Record]] = {
@@ -223,6 +258,7 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "motion_phrases": MotionPhraseRecord,
     "quarantine": QuarantineRecord,
     "reviews": ReviewRecord,
+    "reviews_unmatched": ReviewRecord,
     "instructions": InstructionRow,
 }
 

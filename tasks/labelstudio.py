@@ -1,24 +1,29 @@
-"""A small Label Studio REST client: projects, local-files storage, batched task import, predictions, export.
+"""Label Studio through its official client (label-studio-sdk): projects, storage, bulk import, predictions,
+export snapshots streamed to disk, Data Manager views.
 
-Written on httpx rather than label-studio-sdk so that retries, timeouts and batching are ours and the
-core does not pull the SDK in. Every call is retried a bounded number of times on connection errors,
-timeouts and 5xx/429; anything else fails at once with the server's message.
+Every call is bounded: the SDK retries refused connections and 5xx/408/409/429 answers (`max_retries`), this
+module retries read timeouts of calls that are safe to repeat, and each attempt has `timeout_s`. Anything else
+fails at once with the server's message, never with the token.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
 
 import httpx
 from pydantic import SecretStr
 
+EXPORT_POLL_S = 0.5
+
 
 class LabelStudioError(RuntimeError):
-    """Label Studio refused a request or could not be reached; `detail` never holds the token."""
+    """Label Studio refused a request or could not be reached; the message never holds the token."""
 
 
 @dataclass
@@ -36,30 +41,41 @@ class Connection:
         return cls(url.rstrip("/"), SecretStr(key))
 
 
-def _is_jwt(token: str) -> bool:
-    return token.count(".") == 2 and token.startswith("ey")
+def _plain(obj: Any) -> Any:
+    """An SDK model (or a list of them) as plain JSON-like data."""
+    if isinstance(obj, list):
+        return [_plain(o) for o in obj]
+    return obj.dict() if hasattr(obj, "dict") else obj
 
 
 @dataclass
 class LabelStudio:
-    """One authenticated session; `max_attempts` bounds every call, `timeout_s` each attempt."""
+    """One authenticated SDK client; `max_attempts` bounds every call, `timeout_s` each attempt.
+
+    The SDK exchanges a personal access token (a JWT refresh token) for access tokens itself and sends a
+    legacy token as it is.
+    """
 
     conn: Connection
     timeout_s: float = 60.0
     max_attempts: int = 4
     backoff_s: float = 0.5
     requests: int = 0
-    _client: httpx.Client = field(init=False, repr=False)
+    sdk: Any = field(init=False, repr=False)
+    _http: httpx.Client = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._client = httpx.Client(base_url=self.conn.url, timeout=self.timeout_s)
-        token = self.conn.api_key.get_secret_value()
-        # A personal access token is a JWT refresh token, exchanged for a short-lived access token;
-        # a legacy token is sent as is.
-        self._auth = f"Bearer {self._access_token(token)}" if _is_jwt(token) else f"Token {token}"
+        from label_studio_sdk import LabelStudio as SDK
+
+        def count(_request: httpx.Request) -> None:
+            self.requests += 1
+
+        self._http = httpx.Client(timeout=self.timeout_s, follow_redirects=True, event_hooks={"request": [count]})
+        self.sdk = SDK(base_url=self.conn.url, api_key=self.conn.api_key.get_secret_value(), httpx_client=self._http,
+                       timeout=self.timeout_s, max_retries=self.max_attempts - 1)
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> "LabelStudio":
         return self
@@ -67,102 +83,192 @@ class LabelStudio:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _access_token(self, refresh: str) -> str:
-        data = self._send("POST", "/api/token/refresh", json={"refresh": refresh}, auth=False)
-        return data["access"]
+    def _call(self, what: str, fn: Callable[..., Any], *args, repeatable: bool = True, **kwargs) -> Any:
+        """Run one SDK call; a read timeout is tried again only when the call is safe to repeat (an import
+        that timed out may have happened: the caller's next push finds what exists instead)."""
+        from label_studio_sdk.core.api_error import ApiError
 
-    def _send(self, method: str, path: str, auth: bool = True, **kwargs) -> Any:
-        headers = {"Authorization": self._auth} if auth else {}
         last = ""
         for attempt in range(1, self.max_attempts + 1):
-            self.requests += 1
             try:
-                response = self._client.request(method, path, headers=headers, **kwargs)
-            except httpx.TransportError as exc:  # refused, reset, timed out: worth another try
+                return fn(*args, **kwargs)
+            except ApiError as exc:
+                body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
+                raise LabelStudioError(f"{what} failed: HTTP {exc.status_code}: {(body or '')[:500]}") from None
+            except httpx.TimeoutException as exc:
                 last = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 400:
-                    return response.json() if response.content else None
-                last = f"HTTP {response.status_code}: {response.text[:500]}"
-                if response.status_code != 429 and response.status_code < 500:  # our request is wrong
-                    raise LabelStudioError(f"{method} {path} failed: {last}")
+                if not repeatable:
+                    break
+            except httpx.TransportError as exc:  # the SDK already retried it `max_retries` times
+                raise LabelStudioError(f"{what} failed after {self.max_attempts} attempts against {self.conn.url}: "
+                                       f"{type(exc).__name__}: {exc}") from None
             if attempt < self.max_attempts:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-        raise LabelStudioError(f"{method} {path} failed after {self.max_attempts} attempts against "
+        raise LabelStudioError(f"{what} failed after {self.max_attempts if repeatable else 1} attempts against "
                                f"{self.conn.url}: {last}")
 
     # ------------------------------------------------------------------ server and projects
     def health(self) -> bool:
+        # the SDK has no call for /health (it is not part of the documented API)
         try:
-            return self._client.get("/health", timeout=5).status_code == 200
+            return self._http.get(f"{self.conn.url}/health", timeout=5).status_code == 200
         except httpx.TransportError:
             return False
 
     def whoami(self) -> dict:
-        return self._send("GET", "/api/current-user/whoami")
+        return _plain(self._call("whoami", self.sdk.users.whoami))
 
     def projects(self) -> list[dict]:
-        out, page = [], 1
-        while True:
-            data = self._send("GET", "/api/projects", params={"page": page, "page_size": 100})
-            out += data["results"]
-            if not data.get("next"):
-                return out
-            page += 1
+        return [{"id": p.id, "title": p.title} for p in self._call("list projects", lambda: list(
+            self.sdk.projects.list(page_size=100)))]
 
-    def create_project(self, title: str, label_config: str, description: str = "") -> dict:
-        return self._send("POST", "/api/projects", json={
-            "title": title, "label_config": label_config, "description": description,
-            # predictions pre-fill the editor, so the reviewer edits the draft instead of retyping it
-            "show_collab_predictions": True, "evaluate_predictions_automatically": False,
-            "maximum_annotations": 1})
+    def create_project(self, title: str, label_config: str, description: str = "",
+                       annotations_per_task: int = 1) -> dict:
+        project = self._call("create project", self.sdk.projects.create, repeatable=False, title=title,
+                             label_config=label_config, description=description,
+                             # predictions pre-fill the editor, so the reviewer edits the draft instead of retyping it
+                             show_collab_predictions=True, evaluate_predictions_automatically=False,
+                             maximum_annotations=annotations_per_task, sampling="Sequential sampling")
+        return {"id": project.id, "title": project.title}
 
     def update_project(self, project_id: int, **fields) -> dict:
-        return self._send("PATCH", f"/api/projects/{project_id}", json=fields)
+        return _plain(self._call("update project", self.sdk.projects.update, id=project_id, **fields))
 
     def local_storages(self, project_id: int) -> list[dict]:
-        return self._send("GET", "/api/storages/localfiles", params={"project": project_id})
+        return _plain(self._call("list storages", self.sdk.import_storage.local.list, project=project_id))
 
     def add_local_storage(self, project_id: int, path: str, title: str) -> dict:
-        return self._send("POST", "/api/storages/localfiles", json={
-            "project": project_id, "path": path, "title": title, "use_blob_urls": False,
-            "regex_filter": None})
+        return _plain(self._call("add storage", self.sdk.import_storage.local.create, repeatable=False,
+                                 project=project_id, path=path, title=title, use_blob_urls=False))
 
-    # ------------------------------------------------------------------ tasks
+    def create_view(self, project_id: int, title: str, ordering: list[str]) -> dict:
+        """A Data Manager tab with this ordering (annotators labelling from it follow it)."""
+        return _plain(self._call("create view", self.sdk.views.create, repeatable=False, project=project_id,
+                                 data={"title": title, "ordering": ordering}))
+
+    def views(self, project_id: int) -> list[dict]:
+        return _plain(self._call("list views", self.sdk.views.list, project=project_id))
+
+    # ------------------------------------------------------------------ tasks and predictions
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """Import one batch (with their predictions) in one request; returns the new task ids in order."""
-        data = self._send("POST", f"/api/projects/{project_id}/import", params={"return_task_ids": "true"},
-                          json=tasks)
-        return list(data.get("task_ids") or [])
+        out = self._call("import tasks", self.sdk.projects.import_tasks, repeatable=False, id=project_id,
+                         request=tasks, return_task_ids=True)
+        return list(getattr(out, "task_ids", None) or [])
 
     def iter_tasks(self, project_id: int, page_size: int = 1000) -> Iterator[dict]:
-        """Every task of a project with its annotations and predictions, page by page."""
+        """Every task of a project with its annotations and predictions, one page (one request) at a time."""
         page = 1
         while True:
             try:
-                data = self._send("GET", "/api/tasks", params={"project": project_id, "page": page,
-                                                                "page_size": page_size, "fields": "all"})
+                pager = self._call("list tasks", self.sdk.tasks.list, project=project_id, page=page,
+                                   page_size=page_size, fields="all")
             except LabelStudioError as exc:
                 if "HTTP 404" in str(exc):  # past the last page
                     return
                 raise
-            tasks = data["tasks"] if isinstance(data, dict) else data
-            yield from tasks
-            if len(tasks) < page_size:
+            items = pager.items or []
+            for task in items:
+                yield _plain(task)
+            if len(items) < page_size or not pager.has_next:
                 return
             page += 1
 
-    def export(self, project_id: int) -> list[dict]:
-        """All tasks with annotations and predictions in one request (Label Studio's JSON export)."""
-        return self._send("GET", f"/api/projects/{project_id}/export",
-                          params={"exportType": "JSON", "download_all_tasks": "true"})
+    def update_task_data(self, task_id: int, data: dict) -> None:
+        self._call("update task", self.sdk.tasks.update, id=str(task_id), data=data)
+
+    def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
+        """New predictions for existing tasks in one request (`{"task", "result", "model_version"}` each)."""
+        out = self._call("import predictions", self.sdk.projects.import_predictions, repeatable=False,
+                         id=project_id, request=predictions)
+        return int(getattr(out, "created", None) or len(predictions))
 
     def create_prediction(self, task_id: int, result: list[dict], model_version: str) -> dict:
-        return self._send("POST", "/api/predictions", json={"task": task_id, "result": result,
-                                                             "model_version": model_version})
+        """One prediction, one request (the per-task path the benchmark compares the bulk path with)."""
+        return _plain(self._call("create prediction", self.sdk.predictions.create, repeatable=False, task=task_id,
+                                 result=result, model_version=model_version))
 
     def create_annotation(self, task_id: int, result: list[dict], **fields) -> dict:
-        return self._send("POST", f"/api/tasks/{task_id}/annotations", json={"result": result, **fields})
+        return _plain(self._call("create annotation", self.sdk.annotations.create, repeatable=False, id=task_id,
+                                 result=result, **fields))
 
     def update_annotation(self, annotation_id: int, result: list[dict]) -> dict:
-        return self._send("PATCH", f"/api/annotations/{annotation_id}", json={"result": result})
+        return _plain(self._call("update annotation", self.sdk.annotations.update, id=annotation_id, result=result))
+
+    # ------------------------------------------------------------------ export snapshots
+    def export_to_file(self, project_id: int, dest: Path, wait_s: float = 3600, chunk_size: int = 1 << 20) -> Path:
+        """Snapshot every task with annotations, wait for it, stream it to `dest` (whole or not at all)."""
+        snapshot = self._call("create export", self.sdk.projects.exports.create, repeatable=False, id=project_id,
+                              title=f"hivau pull {time.strftime('%Y%m%dT%H%M%S')}",
+                              task_filter_options={"only_with_annotations": True})
+        deadline = time.monotonic() + wait_s
+        while True:
+            state = self._call("read export", self.sdk.projects.exports.get, id=project_id, export_pk=snapshot.id)
+            status = str(getattr(state, "status", "") or "")
+            if status == "completed":
+                break
+            if status == "failed":
+                raise LabelStudioError(f"export {snapshot.id} of project {project_id} failed on the server")
+            if time.monotonic() > deadline:
+                raise LabelStudioError(f"export {snapshot.id} of project {project_id} not ready after {wait_s:.0f} s")
+            time.sleep(EXPORT_POLL_S)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+
+        def download() -> None:  # a download cut off part-way starts again from the beginning
+            with open(tmp, "wb") as fh:
+                for chunk in self.sdk.projects.exports.download(id=project_id, export_pk=snapshot.id,
+                                                                export_type="JSON",
+                                                                request_options={"chunk_size": chunk_size}):
+                    fh.write(chunk)
+
+        try:
+            self._call("download export", download)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return dest
+
+
+def iter_json_array(path: Path, chunk_size: int = 1 << 20) -> Iterator[Any]:
+    """The elements of a file holding one JSON array, one at a time (an export of 70,000 tasks never sits in
+    memory whole: at most one element and one read buffer do)."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8") as fh:
+        buf, pos, started = "", 0, False
+        while True:
+            # skip separators; read more whenever the buffer runs out mid-way
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n,":
+                    pos += 1
+                if pos < len(buf):
+                    break
+                more = fh.read(chunk_size)
+                if not more:
+                    if not started:
+                        raise ValueError(f"{path} is empty, not a JSON array")
+                    raise ValueError(f"{path} ends before its JSON array is closed")
+                buf, pos = buf[pos:] + more, 0
+            if not started:
+                if buf[pos] != "[":
+                    raise ValueError(f"{path} does not hold a JSON array")
+                started, pos = True, pos + 1
+                continue
+            if buf[pos] == "]":
+                return
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError:
+                    end = None
+                if end is not None and end < len(buf) and buf[end] in " \t\r\n,]":
+                    break
+                # undecodable so far, or not yet followed by a separator (a number may go on): read more
+                more = fh.read(chunk_size)
+                if not more:
+                    if end is None:
+                        raise ValueError(f"{path}: broken JSON at the end of its array")
+                    break
+                buf, pos = buf[pos:] + more, 0
+            yield value
+            pos = end

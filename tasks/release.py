@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from hivau.schemas.records import SCHEMA_VERSION, InstructionRow, to_arrow_table
 from hivau.schemas.item import Tables
+from hivau.tasks.audit import audit_markdown, audit_table
 from hivau.tasks.review import REVIEWED
 from hivau.workspace import Workspace
 
@@ -121,7 +122,8 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
 
     rows: list[InstructionRow] = []
 
-    def add(row_id, item_id, level, task, video_id, prompt, answer, provenance, generator, qa_type=None):
+    def add(row_id, item_id, level, task, video_id, prompt, answer, provenance, generator, annotation_id,
+            qa_type=None):
         where = span(level, item_id)
         if where is None or item_id not in media_of or not answer or not admitted(provenance, settings.include_unreviewed):
             return
@@ -130,20 +132,20 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
             id=row_id, item_id=item_id, split=split_of(video_id, settings.test_fraction, settings.split_seed),
             level=level, task=task, qa_type=qa_type, media_path=media_of[item_id], source_video=video_id,
             start_s=start, end_s=end, labels=labels, is_anomaly=anomalous, prompt=prompt, answer=answer,
-            provenance=provenance, generator=generator))
+            provenance=provenance, generator=generator, annotation_id=annotation_id))
 
     for c in tables.captions:
         row_id = f"{c.item_id}:caption"
         add(row_id, c.item_id, "clip", "caption", c.video_id, pick_template("clip", "caption", row_id), c.text,
-            c.provenance, c.generator)
+            c.provenance, c.generator, c.annotation_id)
     for s in tables.summaries:
         for task in ("judgement", "description", "analysis"):
             row_id = f"{s.item_id}:{task}"
             add(row_id, s.item_id, s.level, task, s.video_id, pick_template(s.level, task, row_id),
-                getattr(s, task), s.provenance, s.generator)
+                getattr(s, task), s.provenance, s.generator, s.annotation_id)
     for q in tables.qa:
         add(f"{q.item_id}:qa:{q.qa_type}", q.item_id, q.level, "qa", q.video_id, q.question, q.answer,
-            q.provenance, q.generator, qa_type=q.qa_type)
+            q.provenance, q.generator, q.annotation_id, qa_type=q.qa_type)
     return sorted(rows, key=lambda r: r.id)
 
 
@@ -218,6 +220,7 @@ def dataset_card(manifest: dict) -> str:
         _md_table(("provenance", "rows"), sorted(c["rows_by_provenance"].items())), "",
         "## Generators and prompts", "",
         _md_table(("generator", "rows"), sorted(manifest["generators"].items())), "",
+        audit_markdown(manifest.get("audit", []), manifest.get("review_rule")),
         "## Files", "",
         "- `data/{train,test}.parquet`: one row per instruction (schema `InstructionRow`, "
         f"schema version {manifest['schema_version']}); `datasets.load_dataset('parquet', data_files=...)` reads them.",
@@ -327,6 +330,8 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode())
         prev_manifest = json.loads((previous / "manifest.json").read_text()) if previous else None
+        summary_path = ws.manifests / "summary.json"
+        rule = json.loads(summary_path.read_text()).get("review_rule") if summary_path.is_file() else None
         manifest = {
             "name": name, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "previous": previous.name if previous else None, "schema_version": SCHEMA_VERSION,
@@ -335,6 +340,8 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
                                        for r in rows)),
             "prompt_versions": sorted({r.generator.prompt_version for r in rows if r.generator.prompt_version}),
             "content_sha256": content.hexdigest(),
+            # the audit sample's outcomes per level and generator, and the rule that picked annotations
+            "audit": audit_table(tables, ws.read_records("reviews")), "review_rule": rule,
             "same_content_as_previous": bool(prev_manifest and prev_manifest.get("content_sha256") == content.hexdigest()),
             "files": files,
         }

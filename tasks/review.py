@@ -1,27 +1,30 @@
 """Human review: drafts go to Label Studio as predictions, annotations come back and are merged into the tables.
 
-Plain functions over the workspace; `flows/review.py` and the CLI are thin layers on top. The build's own
-tables live in `state/drafts/`; `manifests/` holds them merged with the pulled reviews, so a re-run of
-`build-hivau` or a re-pull can always rebuild the merged tables and never loses a reviewer's words.
+Plain functions over the workspace; `flows/review.py` and the CLI are thin layers on top. The store holds the
+build's drafts; `manifests/` holds them merged with every pulled annotation, so a re-run of `build-hivau` or
+a re-pull can always rebuild the merged tables and never loses a reviewer's words. A task, and so its
+annotations, belongs to a segment by its video and its times (`key`), never by its position.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Optional
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
 from hivau.review_ui_config import SUMMARY_CONTROLS, load_config
-from hivau.schemas.records import (
-    Generator, Level, QAPair, ReviewedText, ReviewRecord, Summary,
-)
-from hivau.schemas.item import Tables
-from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError
-from hivau.tasks.merge import merge_workspace
+from hivau.schemas.item import Tables, VideoItem
+from hivau.schemas.records import Generator, Level, QAPair, ReviewedText, ReviewRecord, Summary, segment_key
+from hivau.tasks.audit import QueueItem, queue_order
+from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError, iter_json_array
+from hivau.tasks.merge import ReviewRule, merge_workspace, save_rule
 from hivau.tasks.review_media import ReviewMedia, prepare_review_media
 from hivau.workspace import LEVELS, Workspace
 
@@ -41,9 +44,16 @@ class ReviewSettings(BaseModel):
     dataset: Optional[str] = Field(None, description="project title part; default: the workspace folder's name")
     project_prefix: str = "hivau"
     levels: list[Level] = Field(default_factory=lambda: list(LEVELS))
-    batch_size: int = Field(500, ge=1, le=5000, description="tasks per import request")
+    batch_size: int = Field(1000, ge=1, le=20000, description="tasks or predictions per bulk request")
     event_context_s: float = Field(5.0, ge=0, description="seconds shown before and after an event, so that "
                                                           "its boundaries can be moved outwards")
+    annotations_per_task: int = Field(1, ge=1, le=10, description="reviewers per task (Label Studio's "
+                                                                  "maximum_annotations): 2 or more for overlap")
+    rule: ReviewRule = Field(default_factory=ReviewRule, description="which annotation counts when several exist")
+    audit_size: int = Field(50, ge=0, description="new tasks per level and push put first in the queue as a random "
+                                                  "audit sample (its outcomes estimate the unreviewed drafts)")
+    media_workers: int = Field(2, ge=1, description="review media cut in parallel before a push")
+    export_wait_s: float = Field(3600.0, gt=0, description="how long a pull waits for an export snapshot")
     timeout_s: float = Field(60.0, gt=0)
     max_attempts: int = Field(4, ge=1)
 
@@ -59,8 +69,6 @@ class ReviewSettings(BaseModel):
         dataset = self.dataset or ws.root.name
         room = 50 - len(f"{self.project_prefix}  {level} review")
         if len(dataset) > room:  # shortened, with a hash so that two long names stay apart
-            import hashlib
-
             dataset = dataset[:room - 7] + "~" + hashlib.sha256(dataset.encode()).hexdigest()[:6]
         return f"{self.project_prefix} {dataset} {level} review"
 
@@ -98,8 +106,6 @@ def media_url(path: Path, media_root: Path, document_root: Path) -> str:
         raise ValueError(f"refusing to serve {path}: it is outside the workspace media folder {media_root}")
     if not path.is_relative_to(document_root):
         raise ValueError(f"{path} is outside Label Studio's LOCAL_FILES_DOCUMENT_ROOT {document_root}")
-    from urllib.parse import quote
-
     return f"/data/local-files/?d={quote(path.relative_to(document_root).as_posix())}"
 
 
@@ -147,13 +153,21 @@ def content_of(result: list[dict], skip: tuple[str, ...] = ()) -> str:
     return json.dumps(slim)
 
 
+def draft_sha(result: list[dict]) -> str:
+    """A draft's content hash (what a reviewer saw), without Label Studio's region ids."""
+    return hashlib.sha256(canonical(result).encode()).hexdigest()[:16]
+
+
 @dataclass
 class ReviewTask:
     item_id: str
     level: Level
+    key: str  # the segment it belongs to: video and times
     data: dict
     result: list[dict]
     model_version: str
+    text: str = ""  # the main draft text (the queue's risk signals read it)
+    generators: tuple[str, ...] = ()
 
     def payload(self) -> dict:
         return {"data": self.data, "predictions": [{"model_version": self.model_version, "result": self.result}]}
@@ -180,38 +194,49 @@ def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[
         qa.setdefault(pair.item_id, []).append(pair)
     out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
 
-    def base(item_id: str, video_id: str, labels: list[str], m: ReviewMedia, **extra) -> dict:
-        return {"item_id": item_id, "video_id": video_id, "labels": ", ".join(labels) or "none",
-                "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s, **extra}
+    def add(level: Level, item_id: str, video_id: str, labels: list[str], m: ReviewMedia, start: float, end: float,
+            result: list[dict], drafts: list, text: str) -> None:
+        key = segment_key(level, video_id, start, end)
+        data = {"item_id": item_id, "key": key, "video_id": video_id, "labels": ", ".join(labels) or "none",
+                "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s, "start_s": start, "end_s": end,
+                "draft_sha": draft_sha(result)}
+        out[level].append(ReviewTask(item_id, level, key, data, result, model_version([d.generator for d in drafts]),
+                                     text, tuple(d.generator.backend for d in drafts)))
 
     for clip in tables.clips:
         if clip.clip_id in media:
             cap = captions.get(clip.clip_id)
-            out["clip"].append(ReviewTask(
-                clip.clip_id, "clip",
-                base(clip.clip_id, clip.video_id, clip.labels, media[clip.clip_id], start_s=clip.start_s,
-                     end_s=clip.end_s),
-                textarea("caption", cap.text if cap else None), model_version([cap.generator] if cap else [])))
+            add("clip", clip.clip_id, clip.video_id, clip.labels, media[clip.clip_id], clip.start_s, clip.end_s,
+                textarea("caption", cap.text if cap else None), [cap] if cap else [], cap.text if cap else "")
     for event in tables.events:
         m = media.get(event.event_id)
         if m is None:
             continue
         s, pairs = summaries.get(event.event_id), qa.get(event.event_id, [])
         frames = seconds_to_frames(event.start_s - m.offset_s, event.end_s - m.offset_s, m.fps)
-        out["event"].append(ReviewTask(
-            event.event_id, "event",
-            base(event.event_id, event.video_id, event.labels, m, start_s=event.start_s, end_s=event.end_s),
-            timeline(*frames) + summary_result(s, pairs),
-            model_version([x.generator for x in ([s] if s else []) + pairs])))
+        add("event", event.event_id, event.video_id, event.labels, m, event.start_s, event.end_s,
+            timeline(*frames) + summary_result(s, pairs), ([s] if s else []) + pairs, s.text if s else "")
     for video_id, video in videos.items():
         m = media.get(video_id)
         if m is None:
             continue
         s, pairs = summaries.get(video_id), qa.get(video_id, [])
-        out["video"].append(ReviewTask(
-            video_id, "video", base(video_id, video_id, video.labels, m, start_s=0.0, end_s=video.duration_s),
-            summary_result(s, pairs), model_version([x.generator for x in ([s] if s else []) + pairs])))
+        add("video", video_id, video_id, video.labels, m, 0.0, video.duration_s, summary_result(s, pairs),
+            ([s] if s else []) + pairs, s.text if s else "")
     return out
+
+
+def task_key(level: Level, data: dict) -> Optional[str]:
+    """The segment a Label Studio task shows (tasks pushed before keys existed: from their times)."""
+    if data.get("key"):
+        return data["key"]
+    if "video_id" not in data:
+        return None
+    if level == "video":
+        return segment_key("video", data["video_id"])
+    if data.get("start_s") is None or data.get("end_s") is None:
+        return None
+    return segment_key(level, data["video_id"], data["start_s"], data["end_s"])
 
 
 # ---------------------------------------------------------------- push
@@ -220,52 +245,75 @@ class PushReport(BaseModel):
     created: dict[str, int] = Field(default_factory=dict)
     new_predictions: dict[str, int] = Field(default_factory=dict)
     unchanged: dict[str, int] = Field(default_factory=dict)
+    audit: dict[str, int] = Field(default_factory=dict)  # new tasks put in the audit sample
     requests: int = 0
     url: str = ""
 
 
+QUEUE_VIEW = "hivau review queue"
+
+
 def ensure_project(ls: LabelStudio, ws: Workspace, settings: ReviewSettings, level: Level,
                    storage_dir: Path, doc_root: Path) -> int:
-    """Find the level's project by title or create it, with a local-files storage on its media folder."""
+    """Find the level's project by title or create it (with a local-files storage on its media folder and a
+    Data Manager tab that orders tasks by the review queue)."""
     title = settings.project_title(ws, level)
     found = [p for p in ls.projects() if p["title"] == title]
     project = found[0] if found else ls.create_project(
-        title, load_config(level), description=f"hivau {level}-level review of {ws.root}")
+        title, load_config(level), description=f"hivau {level}-level review of {ws.root}",
+        annotations_per_task=settings.annotations_per_task)
     storage_dir.mkdir(parents=True, exist_ok=True)
     media_url(storage_dir / "x", ws.media, doc_root)  # refuses a folder outside media/ before telling the server
     if not any(Path(s["path"]).resolve() == storage_dir.resolve() for s in ls.local_storages(project["id"])):
         ls.add_local_storage(project["id"], str(storage_dir.resolve()), f"hivau {level} media")
+    if not any((v.get("data") or {}).get("title") == QUEUE_VIEW for v in ls.views(project["id"])):
+        ls.create_view(project["id"], QUEUE_VIEW, ["tasks:data.queue"])
     return project["id"]
 
 
-def existing_tasks(ls: LabelStudio, project_id: int) -> dict[str, dict]:
-    return {t["data"].get("item_id"): t for t in ls.iter_tasks(project_id)}
-
-
 def latest_prediction(task: dict) -> Optional[dict]:
-    predictions = task.get("predictions") or []
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
     return max(predictions, key=lambda p: p["id"]) if predictions else None
 
 
-def push_level(ls: LabelStudio, project_id: int, tasks: list[ReviewTask], batch_size: int) -> tuple[int, int, int]:
-    """Import new items in batches; a changed draft of a known item becomes a new prediction on its task.
-
-    Annotations are never touched, so a reviewer's work survives any number of pushes.
-    """
-    known = existing_tasks(ls, project_id)
-    fresh = [t for t in tasks if t.item_id not in known]
-    for i in range(0, len(fresh), batch_size):
-        ls.import_tasks(project_id, [t.payload() for t in fresh[i:i + batch_size]])
-    changed = 0
-    for t in tasks:
-        task = known.get(t.item_id)
-        if task is None:
+def known_tasks(ls: LabelStudio, project_id: int, level: Level) -> dict[str, tuple[int, Optional[str], int]]:
+    """segment key -> (task id, hash of its latest prediction, highest queue position), listed page by page;
+    only these small tuples are kept, whatever the project's size."""
+    out = {}
+    for task in ls.iter_tasks(project_id):
+        key = task_key(level, task.get("data") or {})
+        if key is None:
             continue
         last = latest_prediction(task)
-        if last is None or canonical(last["result"]) != canonical(t.result):
-            ls.create_prediction(task["id"], t.result, t.model_version)
-            changed += 1
-    return len(fresh), changed, len(tasks) - len(fresh) - changed
+        queue = int((task.get("data") or {}).get("queue") or 0)
+        out[key] = (task["id"], draft_sha(last["result"]) if last else None, queue)
+    return out
+
+
+def push_level(ls: LabelStudio, project_id: int, level: Level, tasks: list[ReviewTask], settings: ReviewSettings,
+               seed: str) -> tuple[int, int, int, int]:
+    """Import new segments in bulk, in review-queue order; a changed draft of a known segment becomes a new
+    prediction on its task, sent in bulk. Annotations are never touched, so a reviewer's work survives any
+    number of pushes. Returns (created, new predictions, unchanged, audited)."""
+    known = known_tasks(ls, project_id, level)
+    fresh = [t for t in tasks if t.key not in known]
+    start = max((q for _, _, q in known.values()), default=0)
+    order = queue_order([QueueItem(t.key, t.text, [x.strip() for x in t.data["labels"].split(",")],
+                                   list(t.generators)) for t in fresh], settings.audit_size, seed)
+    by_key = {t.key: t for t in fresh}
+    queued = []
+    for item, position, audit in order:
+        task = by_key[item.key]
+        task.data.update(queue=start + position, audit=audit, risk=item.risk, risk_reasons=", ".join(item.reasons))
+        queued.append(task)
+    for i in range(0, len(queued), settings.batch_size):
+        ls.import_tasks(project_id, [t.payload() for t in queued[i:i + settings.batch_size]])
+    changed = [{"task": known[t.key][0], "result": t.result, "model_version": t.model_version} for t in tasks
+               if t.key in known and known[t.key][1] != draft_sha(t.result)]
+    for i in range(0, len(changed), settings.batch_size):
+        ls.import_predictions(project_id, changed[i:i + settings.batch_size])
+    audited = sum(1 for _, _, a in order if a)
+    return len(fresh), len(changed), len(tasks) - len(fresh) - len(changed), audited
 
 
 def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: float = 0) -> PushReport:
@@ -274,18 +322,35 @@ def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: 
         return _push(ws, ls, settings)
 
 
-def _push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport:
-    tables = Tables.of(ws.iter_videos())
+def review_tasks(ws: Workspace, settings: ReviewSettings) -> dict[Level, list[ReviewTask]]:
+    """Every finished video's review tasks; their media (events with context, playable videos) cut
+    `media_workers` videos at a time (resumed: build-hivau's review-media shards usually cut them already)."""
     doc_root = document_root(ws, settings)
-    media = prepare_review_media(ws, tables, settings.event_context_s)  # resumed: build-hivau cut them in shards
-    tasks = build_tasks(tables, media, lambda p: media_url(p, ws.media, doc_root))
+
+    def of_video(item: VideoItem) -> dict[Level, list[ReviewTask]]:
+        tables = Tables.of([item])
+        media = prepare_review_media(ws, tables, settings.event_context_s)
+        return build_tasks(tables, media, lambda p: media_url(p, ws.media, doc_root))
+
+    out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
+    with ThreadPoolExecutor(settings.media_workers) as pool:
+        for tasks in pool.map(of_video, ws.iter_videos()):
+            for level, rows in tasks.items():
+                out[level] += rows
+    return out
+
+
+def _push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport:
+    doc_root = document_root(ws, settings)
+    tasks = review_tasks(ws, settings)
     storage = {"clip": ws.media / "clips", "event": ws.review_media("x").parent, "video": ws.video_media("x").parent}
     report = PushReport(url=ls.conn.url)
     for level in settings.levels:
         pid = ensure_project(ls, ws, settings, level, storage[level], doc_root)
-        created, changed, same = push_level(ls, pid, tasks[level], settings.batch_size)
+        created, changed, same, audited = push_level(ls, pid, level, tasks[level], settings,
+                                                    f"{ws.root.name}:{level}")
         report.projects[level], report.created[level] = pid, created
-        report.new_predictions[level], report.unchanged[level] = changed, same
+        report.new_predictions[level], report.unchanged[level], report.audit[level] = changed, same, audited
     report.requests = ls.requests
     return report
 
@@ -296,8 +361,20 @@ def _user_id(completed_by) -> Optional[int]:
     return completed_by.get("id") if isinstance(completed_by, dict) else completed_by
 
 
+def _seen_draft(task: dict, annotation: dict) -> tuple[Optional[int], Optional[str]]:
+    """The prediction the editor was pre-filled with, and its content hash when the task still has it."""
+    parent = annotation.get("parent_prediction")
+    if isinstance(parent, dict):
+        parent = parent.get("id")
+    for p in task.get("predictions") or []:
+        if isinstance(p, dict) and p.get("id") == parent and isinstance(p.get("result"), list):
+            return parent, draft_sha(p["result"])
+    return parent, None
+
+
 def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -> ReviewRecord:
-    """One annotation as a ReviewRecord; event boundaries only when the reviewer moved them."""
+    """One annotation as a ReviewRecord, verbatim: its texts, the span it was shown, and event boundaries only
+    when the reviewer moved them."""
     data = task["data"]
     texts, verdict, start, end, spans = [], None, None, None, []
     for r in annotation.get("result") or []:
@@ -320,17 +397,19 @@ def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -
         half_frame = 0.5 / float(data["fps"])
         if abs(start - data["start_s"]) <= half_frame and abs(end - data["end_s"]) <= half_frame:
             start = end = None  # unchanged
+    prediction_id, seen_sha = _seen_draft(task, annotation)
     return ReviewRecord(item_id=data["item_id"], level=level, video_id=data["video_id"], project=project,
-                        task_id=task["id"], annotation_id=annotation["id"], verdict=verdict, texts=texts,
-                        start_s=None if start is None else round(start, 6), end_s=None if end is None else round(end, 6),
-                        events=sorted(spans),
-                        completed_by=_user_id(annotation.get("completed_by")),
-                        updated_at=str(annotation.get("updated_at") or ""), lead_time_s=annotation.get("lead_time"))
-
-
-def latest_annotation(task: dict) -> Optional[dict]:
-    kept = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    return max(kept, key=lambda a: (str(a.get("updated_at") or ""), a["id"])) if kept else None
+                        task_id=task["id"], annotation_id=annotation["id"],
+                        seen_start_s=None if level == "video" else data.get("start_s"),
+                        seen_end_s=None if level == "video" else data.get("end_s"),
+                        prediction_id=prediction_id, draft_sha=seen_sha, verdict=verdict, texts=texts,
+                        start_s=None if start is None else round(start, 6),
+                        end_s=None if end is None else round(end, 6),
+                        events=sorted(spans), completed_by=_user_id(annotation.get("completed_by")),
+                        created_at=str(annotation.get("created_at") or ""),
+                        updated_at=str(annotation.get("updated_at") or ""), lead_time_s=annotation.get("lead_time"),
+                        was_cancelled=bool(annotation.get("was_cancelled")), audit=bool(data.get("audit")),
+                        result_json=json.dumps(annotation.get("result") or [], ensure_ascii=False))
 
 
 class PullReport(BaseModel):
@@ -339,38 +418,38 @@ class PullReport(BaseModel):
     tables_rewritten: list[str] = Field(default_factory=list)
     recut: list[str] = Field(default_factory=list)
     provenance: dict[str, int] = Field(default_factory=dict)
+    reviews_unmatched: int = 0  # "N reviews no longer match a segment" (kept, listed in reviews_unmatched)
     requests: int = 0
 
 
 def pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: float = 0) -> PullReport:
-    """Fetch every level's annotations (one export request each), store changed ones, re-merge the tables."""
+    """Fetch every annotation of every level (an export snapshot each, streamed to disk and read one task at a
+    time), store new or changed ones, record the merge rule, re-merge the tables."""
     with ws.lock("review pull", lock_wait_s):
         return _pull(ws, ls, settings)
 
 
 def _pull(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PullReport:
     report = PullReport()
-    stored = ws.stored_reviews()  # read once: compared against, then handed to the merge
     titles = {p["title"]: p["id"] for p in ls.projects()}
     for level in settings.levels:
         title = settings.project_title(ws, level)
         if title not in titles:
             continue
+        path = ls.export_to_file(titles[title], ws.state / "exports" / f"{level}.json", wait_s=settings.export_wait_s)
         seen = changed = 0
-        for task in ls.export(titles[title]):
-            annotation = latest_annotation(task)
-            if annotation is None or "item_id" not in task.get("data", {}):
+        for task in iter_json_array(path):
+            if "item_id" not in (task.get("data") or {}):
                 continue
-            seen += 1
-            record = parse_annotation(level, task, annotation, title)
-            if stored.get(record.item_id) == record:
-                continue
-            ws.put_review(record)
-            stored[record.item_id] = record
-            changed += 1
+            for annotation in task.get("annotations") or []:
+                seen += 1
+                changed += ws.put_review(parse_annotation(level, task, annotation, title))
+        path.unlink()  # a scratch copy: the store holds what counts
         report.annotations_seen[level], report.new_or_changed[level] = seen, changed
-    merged = merge_workspace(ws, stored)
+    save_rule(ws, settings.rule)
+    merged = merge_workspace(ws, settings.rule)
     report.tables_rewritten, report.recut, report.provenance = merged.tables_rewritten, merged.recut, merged.provenance
+    report.reviews_unmatched = merged.summary.reviews_unmatched
     report.requests = ls.requests
     return report
 
@@ -386,10 +465,10 @@ def push_proposals(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, pro
     fps = {it.video_id: it.probe.fps for it in ws.iter_videos(proposals) if it.probe is not None}
     doc_root = document_root(ws, settings)
     pid = ensure_project(ls, ws, settings, "video", ws.video_media("x").parent, doc_root)
-    tasks = existing_tasks(ls, pid)
+    tasks = {task_key("video", t.get("data") or {}): t for t in ls.iter_tasks(pid)}
     sent = {}
     for video_id, spans in proposals.items():
-        task = tasks.get(video_id)
+        task = tasks.get(segment_key("video", video_id))
         if task is None or video_id not in fps:
             continue
         frames = [seconds_to_frames(p.start_s, p.end_s, fps[video_id]) for p in spans]

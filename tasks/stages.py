@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 
 from hivau.schemas import reasons
 from hivau.schemas.item import AnnotatedEvent, BatchRecord, Tables, VideoItem
-from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord
+from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord, ReviewRecord
 from hivau.tasks.caption import CaptionSettings, caption_items, make_captioner
 from hivau.tasks.cut import CutError, CutSettings, cut_or_resume
 from hivau.tasks.decouple import PlanSettings, plan_video
 from hivau.tasks.ingest import load_annotations
-from hivau.tasks.merge import merge_segments
+from hivau.tasks.merge import load_rule, merge_segments, review_of, winners
 from hivau.tasks.motion import motion_records
 from hivau.tasks.probe import ProbeError, probe_video
 from hivau.tasks.review_media import prepare_review_media
@@ -109,12 +109,12 @@ def probe_item(item: VideoItem) -> VideoItem:
     return item
 
 
-def apply_reviewed_proposals(item: VideoItem, ws: Workspace) -> VideoItem:
+def apply_reviewed_proposals(item: VideoItem, reviews: dict[str, ReviewRecord]) -> VideoItem:
     """An unannotated video whose reviewer kept or drew anomalous spans (from the scorer's proposals) is
     planned on those spans, as if the annotation file had given them."""
     if item.events or item.spans:
         return item
-    review = ws.get_review("video", item.video_id)
+    review = review_of(reviews, "video", item.video_id, item.video_id)
     if review is None or not review.events or review.verdict == "reject":
         return item
     item = item.model_copy(deep=True)
@@ -124,22 +124,26 @@ def apply_reviewed_proposals(item: VideoItem, ws: Workspace) -> VideoItem:
     return item
 
 
-def apply_reviewed_boundaries(item: VideoItem, ws: Workspace) -> VideoItem:
-    """Plan on the event boundaries reviewers corrected, so a re-run keeps their correction."""
-    reviews = {e.event_id: r for e in item.planned_events
-               if (r := ws.get_review("event", e.event_id)) is not None and r.start_s is not None}
-    if not reviews:
+def apply_reviewed_boundaries(item: VideoItem, reviews: dict[str, ReviewRecord]) -> VideoItem:
+    """Plan on the event boundaries reviewers corrected (matched by the times they were shown), so a re-run
+    keeps their correction; the corrected events carry the annotation in `corrected_by`."""
+    if not any(r.level == "event" and r.start_s is not None for r in reviews.values()):
         return item
     item = item.model_copy(deep=True)
-    item.planned_events, item.planned_clips, _ = merge_segments(
+    item.planned_events, item.planned_clips, stale = merge_segments(
         Tables(events=item.planned_events, clips=item.planned_clips), reviews)
+    # the annotation file's texts describe the old times: drafted again for the new ones, then reviewed again
+    item.captions = [c for c in item.captions if c.item_id not in stale]
+    item.summaries = [x for x in item.summaries if x.item_id not in stale]
+    item.qa = [q for q in item.qa if q.item_id not in stale]
     return item
 
 
 def plan_item(item: VideoItem, settings: PlanSettings, ws: Workspace) -> VideoItem:
     if item.status == "quarantined":
         return item
-    return apply_reviewed_boundaries(plan_video(apply_reviewed_proposals(item, ws), settings), ws)
+    reviews = winners(ws.video_reviews(item.video_id), load_rule(ws))
+    return apply_reviewed_boundaries(plan_video(apply_reviewed_proposals(item, reviews), settings), reviews)
 
 
 def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSettings = CutSettings(),

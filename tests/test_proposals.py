@@ -77,7 +77,8 @@ def test_proposals_reach_label_studio_and_a_kept_span_becomes_an_event(label_stu
         lsc.create_annotation(task["id"], result)
         pull(ws, lsc, review)
         start, end = frames_to_seconds(200, 350, 25.0)
-        assert ws.get_review("video", "demo_fall_000").events == [[start, end]]
+        (review,) = [r for r in ws.video_reviews("demo_fall_000") if r.level == "video"]
+        assert review.events == [[start, end]]
         build_hivau(videos_dir=str(videos), workspace=str(ws_path), format="none", review={"enabled": "off"})
         events = [e for e in ws.read_records("events") if e.video_id == "demo_fall_000"]
         assert [(e.start_s, e.end_s, e.is_anomaly, e.origin) for e in events] == [(start, end, True, "annotation")]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
+import logging
+import re
 import socket
 import threading
 import time
@@ -11,14 +14,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter
 from pydantic import SecretStr
 
+from hivau.flows.build import build_hivau
 from hivau.review_ui_config import load_config
+from hivau.schemas.records import Clip
+from hivau.tasks.audit import wilson_interval
 from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError
+from hivau.tasks.merge import ReviewRule, reclip
 from hivau.tasks.release import ReleaseSettings, build_release, verify_release
 from hivau.tasks.review import (
     ReviewSettings, connect, frames_to_seconds, media_url, pull, push, seconds_to_frames,
 )
+from hivau.tasks.segments import split_even
 from hivau.workspace import Workspace
 
 pytestmark = pytest.mark.prefect_server
@@ -32,12 +42,20 @@ def settings(ls, **kw) -> ReviewSettings:
     return ReviewSettings(enabled="on", url=ls["url"], document_root=str(ls["document_root"]), **kw)
 
 
-def tasks_by_item(lsc: LabelStudio, ws: Workspace, st: ReviewSettings, level: str) -> dict[str, dict]:
+def tasks_by_key(lsc: LabelStudio, ws: Workspace, st: ReviewSettings, level: str) -> dict[str, dict]:
+    """A level's tasks by segment key (video and times)."""
     pid = {p["title"]: p["id"] for p in lsc.projects()}[st.project_title(ws, level)]
-    return {t["data"]["item_id"]: t for t in lsc.iter_tasks(pid)}
+    return {t["data"]["key"]: t for t in lsc.iter_tasks(pid)}
 
 
-def annotate(lsc: LabelStudio, task: dict, verdict: str, edits: dict[str, str] = {}, timeline=None) -> dict:
+def tasks_by_item(lsc: LabelStudio, ws: Workspace, st: ReviewSettings, level: str) -> dict[str, dict]:
+    """By positional item id, the newest task of each (a re-timed segment gets a new task)."""
+    tasks = sorted(tasks_by_key(lsc, ws, st, level).values(), key=lambda t: t["id"])
+    return {t["data"]["item_id"]: t for t in tasks}
+
+
+def annotate(lsc: LabelStudio, task: dict, verdict: str, edits: dict[str, str] = {}, timeline=None,
+             **fields) -> dict:
     """Submit an annotation the way the editor does: the prediction's regions, some edited, plus a verdict."""
     result = []
     for region in task["predictions"][-1]["result"]:
@@ -48,7 +66,7 @@ def annotate(lsc: LabelStudio, task: dict, verdict: str, edits: dict[str, str] =
             region["value"] = {"ranges": [{"start": timeline[0], "end": timeline[1]}], "timelinelabels": ["event"]}
         result.append(region)
     result.append({"from_name": "verdict", "to_name": "video", "type": "choices", "value": {"choices": [verdict]}})
-    return lsc.create_annotation(task["id"], result)
+    return lsc.create_annotation(task["id"], result, **fields)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -67,9 +85,6 @@ def test_frame_arithmetic_round_trips():
 
 
 def test_reclip_clamps_clips_into_corrected_bounds_and_drops_the_rest():
-    from hivau.schemas.records import Clip
-    from hivau.tasks.merge import reclip
-
     clips = [Clip(video_id="v", index=j, start_s=2.0 * j, end_s=2.0 * j + 2, clip_id=f"v_E0C{j}", event_id="v_E0")
              for j in range(3)]
     kept, touched = reclip(clips, 1.0, 5.0)
@@ -176,13 +191,14 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     assert events[moved_event]["data"]["video_id"] != video_id
 
     annotate(lsc, clips[accepted_clip], "accept")
-    annotate(lsc, clips[edited_clip], "accept", {"caption": "A person in grey walks to the left, then stops."})
+    edited_annotation = annotate(lsc, clips[edited_clip], "accept",
+                                 {"caption": "A person in grey walks to the left, then stops."})
     annotate(lsc, clips[rejected_clip], "reject")
     annotate(lsc, events[edited_event], "accept", {"description": "Two people fight near the door.",
                                                     "a_why": "Because one person attacks the other."})
     data = events[moved_event]["data"]
     f0, f1 = seconds_to_frames(data["start_s"] - data["offset_s"], data["end_s"] - data["offset_s"], data["fps"])
-    annotate(lsc, events[moved_event], "accept", timeline=(f0 + 25, f1))  # start one second later
+    moved_annotation = annotate(lsc, events[moved_event], "accept", timeline=(f0 + 25, f1))  # start 1 s later
     annotate(lsc, videos[video_id], "accept")
 
     report = pull(ws, lsc, st)
@@ -234,8 +250,6 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     assert not {rejected_clip, moved_event} & {r["item_id"] for r in rows}
 
     # a re-run of the build keeps every reviewed word and the corrected boundary
-    from hivau.flows.build import build_hivau
-
     build_hivau(videos_dir=str(demo_dir / "videos"), annotations=str(demo_dir / "annotations.json"),
                 workspace=str(ws.root), review={"enabled": "off"})
     captions = {c.item_id: c for c in ws.read_records("captions")}
@@ -244,18 +258,31 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     assert rejected_clip not in captions or captions[rejected_clip].provenance == "rejected"
     rebuilt = {e.event_id: e for e in ws.read_records("events")}[moved_event]
     assert abs(rebuilt.start_s - event.start_s) < 1e-6 and rebuilt.provenance == "boundaries_corrected"
+    assert rebuilt.corrected_by == moved_annotation["id"]
+    # every text of the old span is gone: the event's summary, splits and QA are drafted again for the new span
+    # (the demo's captioner only has the annotation's captions, so moved clips and the event may have none yet)
+    summaries = {s.item_id: s for s in ws.read_records("summaries")}
+    if moved_event in summaries:
+        assert summaries[moved_event].provenance == "auto_draft" and summaries[moved_event].annotation_id is None
+    assert {q.provenance for q in ws.read_records("qa") if q.item_id == moved_event} <= {"auto_draft"}
+    assert all(c.provenance == "auto_draft" for c in ws.read_records("captions")
+               if c.item_id.startswith(moved_event) and c.item_id in report.recut)
+    release = build_release(ws, ReleaseSettings())
+    rows = pq.read_table(release / "data" / "train.parquet").to_pylist() + \
+        pq.read_table(release / "data" / "test.parquet").to_pylist()
+    assert moved_event not in {r["item_id"] for r in rows}
+    assert {r["annotation_id"] for r in rows if r["item_id"] == edited_clip} == {edited_annotation["id"]}
+    # ... and they go to review: the new span is a new task with the new drafts as its prediction
+    again = push(ws, lsc, st)
+    assert again.created["event"] == 1
+    new_task = [t for t in tasks_by_key(lsc, ws, st, "event").values() if t["data"]["item_id"] == moved_event
+                and abs(t["data"]["start_s"] - rebuilt.start_s) < 1e-6]
+    assert len(new_task) == 1 and new_task[0]["predictions"]
 
 
 def test_build_pushes_for_review_and_the_key_never_leaks(label_studio, fresh_workspace, demo_dir, prefect_api,
                                                          monkeypatch, capfd, caplog):
     """build-hivau's push task, configured only through the environment; the token appears nowhere."""
-    import logging
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter
-
-    from hivau.flows.build import build_hivau
-
     token = label_studio["token"]
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", token)
@@ -279,3 +306,107 @@ def test_build_pushes_for_review_and_the_key_never_leaks(label_studio, fresh_wor
         for path in folder.rglob("*"):
             if path.is_file() and path.suffix in (".json", ".parquet", ".jsonl", ".md", ".svg"):
                 assert token.encode() not in path.read_bytes(), path
+
+
+def second_reviewer(lsc: LabelStudio) -> int:
+    """Another annotator in the same organisation; the admin submits on their behalf, as an import would."""
+    email = f"second-{time.monotonic_ns()}@hivau.local"
+    user = lsc.sdk.users.create(username=email, email=email, first_name="Second", last_name="Reviewer")
+    return user.id
+
+
+def test_every_annotation_is_kept_and_the_declared_rule_picks_one(label_studio, fresh_workspace):
+    ws, lsc = Workspace.at(fresh_workspace), client(label_studio)
+    st = settings(label_studio, annotations_per_task=2)
+    push(ws, lsc, st)
+    clips = tasks_by_item(lsc, ws, st, "clip")
+    item_id = next(i for i, t in sorted(clips.items()) if t["predictions"][-1]["result"])
+    task = clips[item_id]
+    first = annotate(lsc, task, "accept", {"caption": "the first reviewer's caption"})
+    second = annotate(lsc, task, "accept", {"caption": "the second reviewer's caption"},
+                      completed_by=second_reviewer(lsc), lead_time=12.5)
+
+    report = pull(ws, lsc, st)
+    assert report.new_or_changed["clip"] == 2
+    stored = [r for r in ws.video_reviews(task["data"]["video_id"]) if r.task_id == task["id"]]
+    assert {r.annotation_id for r in stored} == {first["id"], second["id"]}
+    assert len({r.completed_by for r in stored}) == 2
+    assert all(r.updated_at and r.result_json != "[]" and r.seen_start_s == task["data"]["start_s"] for r in stored)
+    captions = {c.item_id: c for c in ws.read_records("captions")}
+    assert (captions[item_id].text, captions[item_id].annotation_id) == ("the second reviewer's caption", second["id"])
+
+    me = lsc.whoami()["id"]
+    pull(ws, lsc, st.model_copy(update={"rule": ReviewRule(rule="precedence", precedence=[me])}))
+    captions = {c.item_id: c for c in ws.read_records("captions")}
+    assert (captions[item_id].text, captions[item_id].annotation_id) == ("the first reviewer's caption", first["id"])
+    release = build_release(ws, ReleaseSettings())
+    rows = pq.read_table(release / "data" / "train.parquet").to_pylist() + \
+        pq.read_table(release / "data" / "test.parquet").to_pylist()
+    assert [r["annotation_id"] for r in rows if r["item_id"] == item_id] == [first["id"]]
+    assert "precedence" in (release / "README.md").read_text()
+
+
+def test_a_review_stays_with_its_times_when_clips_are_planned_again(label_studio, fresh_workspace, prefect_api,
+                                                                     demo_dir):
+    ws, st, lsc = Workspace.at(fresh_workspace), settings(label_studio), client(label_studio)
+    push(ws, lsc, st)
+    clips = tasks_by_item(lsc, ws, st, "clip")
+    thirds = {(e.video_id, round(s, 3), round(t, 3)) for e in ws.read_records("events")
+              for s, t in split_even(e.start_s, e.end_s, 3)}
+    item_id = next(i for i, t in sorted(clips.items()) if t["predictions"][-1]["result"] and re.search(r"C[012]$", i)
+                   and (t["data"]["video_id"], round(t["data"]["start_s"], 3), round(t["data"]["end_s"], 3)) not in thirds)
+    task = clips[item_id]  # a drafted clip whose times a plan of 3 even clips per event does not have
+    annotation = annotate(lsc, task, "accept", {"caption": "the reviewer's words for these seconds"})
+    pull(ws, lsc, st)
+    seen = (task["data"]["start_s"], task["data"]["end_s"])
+
+    def reviewed_spans() -> set:
+        span = {c.clip_id: (c.start_s, c.end_s) for c in ws.read_records("clips")}
+        return {span[c.item_id] for c in ws.read_records("captions") if c.annotation_id == annotation["id"]}
+
+    def unmatched() -> int:
+        return json.loads((ws.manifests / "summary.json").read_text())["reviews_unmatched"]
+
+    assert reviewed_spans() == {seen} and unmatched() == 0
+    build = dict(videos_dir=str(demo_dir / "videos"), annotations=str(demo_dir / "annotations.json"),
+                 workspace=str(ws.root), review={"enabled": "off"})
+    build_hivau(**build, plan={"clips": {"mode": "even", "k": 3}})  # the demo's own clips are 2 per event
+    assert seen not in {(c.start_s, c.end_s) for c in ws.read_records("clips")}
+    assert reviewed_spans() == set()  # the caption did not move to other times, though the id exists again
+    assert item_id in {c.clip_id for c in ws.read_records("clips")}
+    assert unmatched() == 1 and [r.annotation_id for r in ws.read_records("reviews_unmatched")] == [annotation["id"]]
+    build_hivau(**build)  # the original plan: the review is back on its clip
+    assert reviewed_spans() == {seen} and unmatched() == 0
+
+
+def test_the_queue_puts_an_audit_sample_first_and_the_card_reports_it(label_studio, fresh_workspace):
+    ws, lsc = Workspace.at(fresh_workspace), client(label_studio)
+    st = settings(label_studio, audit_size=3)
+    report = push(ws, lsc, st)
+    # the demo's clip captions are the annotation file's own words: no machine draft to audit at that level
+    assert report.audit == {"clip": 0, "event": 3, "video": 3}
+    events = sorted(tasks_by_key(lsc, ws, st, "event").values(), key=lambda t: t["data"]["queue"])
+    assert [t["data"]["audit"] for t in events[:4]] == [True, True, True, False]
+    assert sorted(t["data"]["queue"] for t in events) == list(range(1, len(events) + 1))
+    rest = [t["data"]["risk"] for t in events[3:]]
+    assert rest == sorted(rest, reverse=True)  # riskiest first after the sample
+    pid = report.projects["event"]
+    (view,) = [v for v in lsc.views(pid) if v["data"]["title"] == "hivau review queue"]
+    assert (view["data"].get("ordering") or view.get("ordering")) == ["tasks:data.queue"]
+
+    for task, verdict in zip(events[:3], ("accept", "accept", "reject")):
+        annotate(lsc, task, verdict)
+    annotate(lsc, events[3], "reject")  # outside the sample: not an audit figure
+    pull(ws, lsc, st)
+    release = build_release(ws, ReleaseSettings(include_unreviewed=True))
+    manifest = verify_release(release)
+    rows = [r for r in manifest["audit"] if r["level"] == "event" and r["audited"]]  # one per draft generator
+    assert [sum(r[k] for r in rows) for k in ("audited", "accepted", "rejected")] == [3, 2, 1]
+    drafted = sum(1 for s in ws.read_records("summaries") if s.level == "event" and s.provenance == "auto_draft")
+    assert sum(r["unreviewed_drafts"] for r in rows) == drafted
+    for r in rows:
+        low, high = wilson_interval(r["accepted"], r["audited"])
+        assert r["acceptance_ci95"] == [round(low, 4), round(high, 4)]
+        assert r["est_rejected_unreviewed"] == round(r["rejected"] / r["audited"] * r["unreviewed_drafts"], 1)
+    card = (release / "README.md").read_text()
+    assert "## Audited quality" in card and "| event | extractive | 3 | 2 | 0 | 1 |" in card
