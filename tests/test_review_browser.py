@@ -84,7 +84,7 @@ def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_w
                                browser.find_element(By.CSS_SELECTOR, "input[type=radio][name=accept]"))
         submit = next(b for b in browser.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Submit")
         submit.click()
-        wait.until(lambda d: any(t["annotations"] for t in lsc.export(pushed.projects["clip"])
+        wait.until(lambda d: any(t["annotations"] for t in lsc.iter_tasks(pushed.projects["clip"])
                                  if t["id"] == task["id"]))
     except Exception:
         browser.save_screenshot(str(tmp_path / "failure.png"))
