@@ -167,7 +167,8 @@ class Workspace:
     # ---------------------------------------------------------------- reviews (the reviewers' words, verbatim)
     @property
     def reviews(self) -> Path:
-        """One file per Label Studio annotation, under its video: `state/annotations/{video}/{level}-{annotation}.json`."""
+        """One file per Label Studio annotation, under its video:
+        `state/annotations/{video}/{level}-{annotation}.json`."""
         return self.state / "annotations"
 
     @property
