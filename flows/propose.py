@@ -37,7 +37,7 @@ def score_and_propose(workspace: str, model_ref: str, settings: ProposalSettings
     ws = Workspace.at(workspace)
     path = resolve_model(model_ref)
     model = load_model(path)
-    store = FrameStore(ws.state / "proposals" / "frames", model.cfg.vision["image_size"], model.cfg.motion_mask,
+    store = FrameStore(ws.state / "proposals" / "frames", model.cfg.frame_size, model.cfg.motion_mask,
                        model.cfg.motion_threshold)
     out = {}
     for video in unannotated_videos(Tables.of(ws.iter_videos())):

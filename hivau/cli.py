@@ -1,4 +1,4 @@
-"""The `hivau` command line: build, demo-data, probe, summary, review push/pull, release, labelstudio."""
+"""The `hivau` command line: build, demo-data, probe, summary, review push/pull, release, export-frames, labelstudio."""
 
 from __future__ import annotations
 
@@ -203,7 +203,8 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
             test_fraction: float = typer.Option(0.2, "--test-fraction"),
             publish: bool = typer.Option(True, "--publish/--no-publish",
                                          help="emit hivau.release.published to the Prefect API (starts retrain)")):
-    """Write the next immutable release folder (parquet, HIVAU JSONL, manifest, card) and announce it."""
+    """Write the next immutable release folder (parquet, HIVAU / LLaMA-Factory / ms-swift rows, manifest, card)
+    and announce it."""
     from hivau.tasks.release import ReleaseSettings, build_release, verify_release
     from hivau.workspace import Workspace
 
@@ -217,6 +218,39 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
     counts = manifest["counts"]
     console.print(f"release {manifest['name']} at {path}: {counts['rows']} rows {counts['rows_by_split']}, "
                   f"provenance {counts['rows_by_provenance']}")
+
+
+@app.command("export-frames")
+def export_frames(release: Path = typer.Option(..., "--release", help="a release folder (releases/vNNNN)"),
+                  out: Path = typer.Option(..., "--out", help="output folder, outside the release"),
+                  model: Optional[Path] = typer.Option(None, "--model", help="a trained hivau model folder: "
+                                                       "its anomaly scorer's scores drive ATS"),
+                  frames: int = typer.Option(16, "--frames", min=1, help="frames per item"),
+                  sampler: str = typer.Option("ats", "--sampler", help="ats | uniform | topk (events and videos; "
+                                              "clips are always uniform; without --model all are uniform)"),
+                  tau: float = typer.Option(0.1, "--tau", help="ATS: the score floor that keeps frames everywhere"),
+                  short_side: Optional[int] = typer.Option(None, "--short-side", help="scale frames down to this"),
+                  device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (the scorer)")):
+    """Write each item's frames as JPEG files and LLaMA-Factory / ms-swift rows whose videos are those lists."""
+    from hivau.progress import progress_bar
+    from hivau.tasks.frame_export import export_frames as run_export, items_of, model_scores, read_rows
+
+    if sampler not in ("ats", "uniform", "topk"):
+        raise typer.BadParameter(f"unknown sampler {sampler!r}: use ats, uniform or topk", param_hint="--sampler")
+    if model is None and sampler != "uniform":
+        console.print(f"no --model: events and videos take uniform frames, not {sampler}")
+    scores = model_scores(model, device) if model is not None else None
+    n_items = len(items_of(r for split in ("train", "test") for r in read_rows(release, split)))
+    try:
+        with progress_bar("frames", n_items) as advance:
+            summary = run_export(release, out, n=frames, sampler=sampler, scores=scores, tau=tau,
+                                 short_side=short_side, model=str(model) if model else None, advance=advance)
+    except (FileNotFoundError, ValueError) as exc:  # not a release, or an output folder inside it
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(summary))
+    if summary["rejects"]:
+        console.print(f"{summary['rejects']} media failed to decode; see {out / 'rejects.jsonl'}")
 
 
 @app.command()

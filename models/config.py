@@ -52,14 +52,20 @@ class ModelConfig(Strict):
     max_answer_tokens: int = 96
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
 
+    @property
+    def frame_size(self) -> int:
+        """Frames are decoded at this square size (the vision tower's input)."""
+        return int(self.vision["image_size"])
+
 
 class TrainConfig(Strict):
     """A training run; `hivau-train --config FILE` reads this, the command line overrides its fields."""
 
     release: Optional[str] = None
     out: Optional[str] = None
-    preset: Optional[Literal["tiny", "pretrained"]] = Field(
-        None, description="tiny: small models built here; pretrained: preset_options vision_path and text_path")
+    preset: Optional[Literal["tiny", "pretrained", "vlm"]] = Field(
+        None, description="tiny: small models built here; pretrained: preset_options vision_path and text_path; "
+                          "vlm: a local Hugging Face video VLM, preset_options model_path (see VLMConfig)")
     model: Optional[ModelConfig] = None
     preset_options: dict = Field(default_factory=dict, description="keyword arguments of the preset, e.g. "
                                                                    "{image_size: 128, d_lm: 256}")
@@ -87,7 +93,17 @@ class TrainConfig(Strict):
     log_every: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on CUDA (CPU trains in float32)")
+    dtype: Optional[Literal["auto", "bf16", "fp16", "fp32"]] = Field(
+        None, description="weights' dtype of the vlm preset (its preset_options.dtype when not given)")
+    gradient_checkpointing: Optional[bool] = Field(None, description="vlm preset: recompute activations")
     num_threads: Optional[int] = None
+    workers: int = Field(2, ge=0, description="DataLoader workers that decode each step's frames")
+    frame_cache: Optional[str] = Field(None, description="folder of decoded frames kept between runs (default "
+                                                         "OUT/cache/frames; 'none': decode every time)")
+    keep_last: Optional[int] = Field(3, ge=1, description="checkpoints kept (older ones are deleted); None: all")
+    save: Literal["adapters", "merged"] = Field(
+        "adapters", description="vlm preset: the final model as trainable weights over the base checkpoint, or "
+                                "merged into a full Hugging Face checkpoint (model/hf/)")
 
     def text_path(self) -> Optional[str]:
         """Where the LM (and its tokenizer) comes from; None when the tokenizer is trained on the release."""

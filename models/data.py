@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -148,3 +148,33 @@ def pad_frames(frames: np.ndarray, n: int) -> np.ndarray:
     if len(frames) >= n:
         return frames[:n]
     return np.concatenate([frames, np.repeat(frames[-1:], n - len(frames), axis=0)])
+
+
+class ItemFrames:
+    """Rows as model samples, each decoded when asked for (in a DataLoader worker): (prompt, answer, frames,
+    motion frames, motion text), with an item's frames taken at the indices its plan gives."""
+
+    def __init__(self, rows: Sequence[Row], plan: dict[str, tuple[Path, list[int]]], store: FrameStore, n: int,
+                 motion_texts: dict[str, str]):
+        self.rows, self.plan, self.store, self.n, self.motion_texts = rows, plan, store, n, motion_texts
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple:
+        row = self.rows[i]
+        media, indices = self.plan[row.item_id]
+        frames, motion = self.store.frames(media, indices)
+        return (row.prompt, row.answer, pad_frames(frames, self.n), pad_frames(motion, self.n),
+                self.motion_texts.get(row.item_id, ""))
+
+
+class StepInputs:
+    """Optimiser step -> its micro-batches, decoded and collated; a DataLoader over steps runs this in workers,
+    so a step's frames exist only while it is prepared and trained on."""
+
+    def __init__(self, items: ItemFrames, collate: Callable, batches: Callable[[int], list[list[int]]]):
+        self.items, self.collate, self.batches = items, collate, batches
+
+    def __getitem__(self, step: int) -> list[dict]:
+        return [self.collate([self.items[i] for i in batch]) for batch in self.batches(step) if batch]

@@ -71,18 +71,26 @@ class CaptionScorer:
         return self.score_tokenized(gts, res)
 
 
-def generate_answers(model, store, rows, frames: dict, batch_size: int, max_new_tokens: int) -> dict[str, str]:
+def generate_answers(model, store, rows, plan: dict, batch_size: int, max_new_tokens: int,
+                     workers: int = 0) -> dict[str, str]:
+    """Greedy answers for rows, their frames decoded batch by batch (in DataLoader workers when asked)."""
+    import functools
+
     import torch
 
-    out = {}
+    from hivau.models.data import ItemFrames
+    from hivau.models.train import quiet_worker, to_device
+
+    items = ItemFrames(rows, plan, store, model.cfg.n_frames, {})
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=functools.partial(model.collator(), train=False),
+                                         worker_init_fn=quiet_worker if workers else None)
     device = next(model.parameters()).device
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        video = torch.from_numpy(np.stack([frames[r.item_id][0] for r in batch])).to(device)
-        motion = torch.from_numpy(np.stack([frames[r.item_id][1] for r in batch])).to(device)
-        answers = model.generate(video, motion, [r.prompt for r in batch], max_new_tokens=max_new_tokens)
-        out.update({r.id: a for r, a in zip(batch, answers)})
-    return out
+    said = []
+    for inputs in loader:
+        inputs.pop("over_length")
+        said += model.generate(**to_device(inputs, device), max_new_tokens=max_new_tokens)
+    return {r.id: a for r, a in zip(rows, said)}
 
 
 def score_rows(rows, answers: dict[str, str], scorer: CaptionScorer) -> dict:
@@ -147,7 +155,8 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
     from hivau.models.config import TrainConfig
     from hivau.models.data import FrameStore, read_rows
     from hivau.models.io import load_model, read_config
-    from hivau.models.train import item_frames
+    from hivau.models.protocol import holmes_protocol
+    from hivau.models.train import frame_plan
 
     model_dir, release = Path(model_dir), Path(release).resolve()
     config = read_config(model_dir)
@@ -157,25 +166,30 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
                                             if k in TrainConfig.model_fields})
     out = Path(out) if out else model_dir
     out.mkdir(parents=True, exist_ok=True)
-    store = FrameStore(cache or out / "eval_cache", model.cfg.vision["image_size"], model.cfg.motion_mask,
+    store = FrameStore(cache or out / "eval_cache", model.cfg.frame_size, model.cfg.motion_mask,
                        model.cfg.motion_threshold)
+    max_new = getattr(model.cfg, "max_new_tokens", None) or model.cfg.max_answer_tokens
     rows = read_rows(release, "test")[:max_rows]
     if not rows:
         raise ValueError(f"{release} has no test rows to evaluate on")
     torch.manual_seed(0)
     memo: dict = {}  # frame scores per media file, shared by the samplers and the AUC
-    frames = item_frames(model, store, rows, train_cfg, device, sampler=train_cfg.sampler, memo=memo)
-    answers = generate_answers(model, store, rows, frames, batch_size, model.cfg.max_answer_tokens)
+    plan = frame_plan(model, store, rows, train_cfg, device, sampler=train_cfg.sampler, memo=memo)
+    answers = generate_answers(model, store, rows, plan, batch_size, max_new)
+    # the same answers in `hivau-eval --predictions` form, so the two paths can be compared
+    (out / "predictions.jsonl").write_text("".join(json.dumps({"id": r.id, "answer": answers[r.id]}) + "\n"
+                                                   for r in rows))
     long_rows = [r for r in rows if r.level in ("event", "video")]
     with CaptionScorer(meteor) as scorer:
         metrics = {"model": str(model_dir), "release": str(release), "sampler": train_cfg.sampler,
                    "text": score_rows(rows, answers, scorer), "scorer": scorer_auc(model, store, release, device, memo)}
+        metrics["protocol"] = holmes_protocol(rows, answers, scorer, metrics["text"])[1]  # Holmes-VAU's figures
         ablation = {}
         for name in samplers:
             said = answers
             if name != train_cfg.sampler:
-                picked = item_frames(model, store, long_rows, train_cfg, device, name, memo)
-                said = generate_answers(model, store, long_rows, picked, batch_size, model.cfg.max_answer_tokens)
+                picked = frame_plan(model, store, long_rows, train_cfg, device, name, memo)
+                said = generate_answers(model, store, long_rows, picked, batch_size, max_new)
             ablation[name] = {lvl: m for lvl, m in score_rows(long_rows, said, scorer).items() if ":" not in lvl}
     metrics["ablation"] = ablation
     metrics["headline"] = headline(metrics)
@@ -214,14 +228,26 @@ def metrics_table(metrics: dict, previous: Optional[dict] = None) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="hivau-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a model folder written by hivau-train")
-    parser.add_argument("--release", required=True)
-    parser.add_argument("--out", help="where metrics.json goes (default: the model folder)")
+    parser.add_argument("--model", help="a model folder written by hivau-train")
+    parser.add_argument("--release", help="a release folder (its data/test.parquet is scored)")
+    parser.add_argument("--predictions", help="a JSONL of {id, answer} from any model: scored without a model, "
+                                              "Holmes-VAU's protocol beside our table (hivau.models.protocol)")
+    parser.add_argument("--references", help="with --predictions, instead of --release: a HIVAU-format test JSONL "
+                                             "(id, type, task, video, prompt, anwser)")
+    parser.add_argument("--strict", action="store_true", help="with --predictions: exit 1 if ids are missing or unknown")
+    parser.add_argument("--out", help="where metrics.json goes (default: the model folder; with --predictions, "
+                                      "FILE's folder / <FILE stem>-eval)")
     parser.add_argument("--previous", help="metrics.json of the model to compare with")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-rows", type=int)
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
     args = parser.parse_args(argv)
+    if args.predictions:
+        from hivau.models.protocol import main as score_predictions
+
+        return score_predictions(args, parser)
+    if not (args.model and args.release) or args.references:
+        parser.error("give --model and --release (or --predictions FILE with --release or --references)")
     metrics = evaluate(args.model, args.release, args.out, batch_size=args.batch_size, max_rows=args.max_rows,
                        meteor=not args.no_meteor)
     previous = json.loads(Path(args.previous).read_text()) if args.previous else None

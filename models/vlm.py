@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -187,9 +188,38 @@ class HivauVLM(nn.Module):
                                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
-    def snippet_features(self, frames: torch.Tensor, motion_frames: Optional[torch.Tensor]) -> torch.Tensor:
-        """(S, H, W, 3) uint8 frames of one video's snippets -> (S, d) scorer inputs."""
-        feats = [self.video.cls(self.pixels(frames[None])[0])]
-        if self.cfg.scorer.use_motion:
-            feats.append(self.motion.cls(self.pixels(motion_frames[None])[0]))
-        return torch.cat(feats, dim=-1)
+    def snippet_features(self, frames, motion_frames, chunk: int = 64) -> torch.Tensor:
+        """(S, H, W, 3) uint8 frames of one video's snippets (numpy or tensor) -> (S, d) scorer inputs on the
+        model's device, `chunk` frames at a time (with gradients when the encoders train)."""
+        device = self.mean.device
+        out = []
+        for start in range(0, len(frames), chunk):
+            part = torch.as_tensor(frames[start:start + chunk]).to(device)
+            feats = [self.video.cls(self.pixels(part[None])[0])]
+            if self.cfg.scorer.use_motion:
+                moving = torch.as_tensor(motion_frames[start:start + chunk]).to(device)
+                feats.append(self.motion.cls(self.pixels(moving[None])[0]))
+            out.append(torch.cat(feats, dim=-1))
+        return torch.cat(out)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [p for b in (self.video, self.motion) for p in b.encoder.parameters() if p.requires_grad]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: every trainable weight, and the scorer (trained in stage 1, frozen after)."""
+        return {k: p.detach() for k, p in self.named_parameters() if p.requires_grad or k.startswith("scorer.")}
+
+    def collator(self) -> "FrameTensorCollator":
+        return FrameTensorCollator()
+
+
+class FrameTensorCollator:
+    """(prompt, answer, frames, motion frames, motion text) samples -> this model's inputs: stacked frames, texts."""
+
+    def __call__(self, samples: list[tuple], train: bool = True) -> dict:
+        prompts, answers, frames, motion, texts = zip(*samples)
+        inputs = {"frames": torch.from_numpy(np.stack(frames)), "motion_frames": torch.from_numpy(np.stack(motion)),
+                  "prompts": list(prompts)}
+        if train:
+            inputs.update(answers=list(answers), motion_texts=list(texts))
+        return {**inputs, "over_length": 0}

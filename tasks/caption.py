@@ -209,7 +209,7 @@ class HivauCaptioner:
         self.prompt = TEMPLATES[("clip", "caption")][0]
         self.generator = Generator(backend="hivau", model=str(self.path), prompt_version="hivau-vlm@1")
         cfg = self.model.cfg
-        self.store = FrameStore(None, cfg.vision["image_size"], cfg.motion_mask, cfg.motion_threshold)
+        self.store = FrameStore(None, cfg.frame_size, cfg.motion_mask, cfg.motion_threshold)
 
     def _inputs(self, clip: ClipFrames):
         return self.store.uniform(Path(clip.media_path), self.model.cfg.n_frames)

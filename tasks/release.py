@@ -1,4 +1,5 @@
-"""Versioned, immutable releases: parquet instruction sets per split, HIVAU-70k JSONL, manifest and card.
+"""Versioned, immutable releases: parquet instruction sets per split, HIVAU-70k JSONL, LLaMA-Factory and
+ms-swift rows, manifest and card.
 
 A release is built in a hidden folder and renamed into `releases/vNNNN` in one step; an existing release
 is never written again (its files are made read-only, and a name that exists is refused).
@@ -22,53 +23,88 @@ from pydantic import BaseModel, Field
 from hivau.schemas.records import SCHEMA_VERSION, InstructionRow, to_arrow_table
 from hivau.schemas.item import Tables
 from hivau.tasks.audit import audit_markdown, audit_table
+from hivau.tasks.exports import hivau_media_path, hivau_record, llamafactory_dataset_info, messages_record
 from hivau.tasks.review import REVIEWED
 from hivau.workspace import Workspace
 
 Split = Literal["train", "test"]
 DRAFT = "auto_draft"
 
-# Questions per level and task, in the spirit of HIVAU-70k's; one is drawn per row, deterministically.
+# Questions per level and task, drawn one per row from the row id (so a release is reproducible). HIVAU-70k
+# draws from pools of about 24 caption and 10 judgement / description / analysis questions and asks events and
+# videos the same ones (its `data_example.jsonl`); the first few of each pool keep HIVAU's wording, the rest are
+# ours in its style. The first caption question is also the hivau captioner's prompt (tasks/caption.py).
+CAPTION_QUESTIONS = (
+    "Describe the main subjects and their actions in the video.",
+    "Can you provide a brief description of the video?",
+    "Can you describe the main action in this video briefly?",
+    "What activities happen throughout the video?",
+    "Provide a short overview of what happens in the video.",
+    "What happens to the main subjects as the video progresses?",
+    "Give a short and clear explanation of the video clip.",
+    "Describe the sequence of events involving the main subjects in the video.",
+    "What are the people in the video doing?",
+    "Summarize the action shown in this clip in one or two sentences.",
+    "Who appears in the video, and what do they do?",
+    "Briefly describe the scene and the movements in it.",
+    "What is going on in this clip?",
+    "Describe what the people and objects in the video are doing.",
+    "Give a brief account of what the camera captures in this clip.",
+    "What do the main subjects do from the start to the end of the clip?",
+    "Write a short caption for this video clip.",
+    "Describe the interactions between the subjects in the video.",
+    "Explain briefly what takes place in this footage.",
+    "What can be seen happening in this short video?",
+    "Describe the setting and the main activity of the clip.",
+    "Narrate the events of this clip briefly.",
+    "How do the subjects in the video behave?",
+    "Give a concise description of the actions in this clip.",
+)
+JUDGEMENT_QUESTIONS = (
+    "Point out the abnormal actions in the video.",
+    "What anomalies can be identified in the video?",
+    "Are there anomalies observed in the video clip?",
+    "Is there an anomaly in this video? If so, what kind?",
+    "Does anything unusual happen in this video?",
+    "Does this video contain any abnormal event? Name it if so.",
+    "Judge whether the video shows an anomaly, and of which kind.",
+    "Is the behaviour in this video normal or abnormal?",
+    "Can you detect any anomalous activity in this video?",
+    "Which type of anomaly, if any, appears in the video?",
+)
+DESCRIPTION_QUESTIONS = (
+    "Give a description of the detected anomaly events in this video.",
+    "Could you provide a summary of the anomaly events in this video?",
+    "Describe what happens in this video.",
+    "Summarize the events of this video in order.",
+    "Describe the anomalous event in detail, if there is one.",
+    "What happens in this video, step by step?",
+    "Give a detailed account of the events shown in the video.",
+    "Describe the key events of this video and the people involved.",
+    "Could you describe how the events in this video unfold?",
+    "Provide a description of the main events captured in this video.",
+)
+ANALYSIS_QUESTIONS = (
+    "Could you share your analysis of the anomalous event?",
+    "What patterns did you observe that led to your conclusion about this event being an anomaly?",
+    "Could you provide the reasons for considering this event as abnormal?",
+    "Why is this event considered abnormal?",
+    "Explain why the events in this video are anomalous or normal.",
+    "What evidence in the video points to an anomaly?",
+    "Analyze the cause and the consequences of the event in this video.",
+    "What makes the behaviour in this video unusual, or why is it normal?",
+    "Give the reasoning behind your judgement of this video.",
+    "What details support the conclusion that this video is abnormal?",
+)
 TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("clip", "caption"): (
-        "Describe the main subjects and their actions in the video.",
-        "Can you provide a brief description of the video?",
-        "What happens in this video clip?",
-        "Give a short and clear description of the video clip.",
-        "Describe what the people and objects in the video are doing.",
-    ),
-    ("event", "judgement"): (
-        "Is there an anomaly in this video? If so, what kind?",
-        "Point out the abnormal actions in the video.",
-        "What anomalies can be identified in the video?",
-        "Does anything unusual happen in this video?",
-    ),
-    ("event", "description"): (
-        "Give a description of the detected anomaly events in this video.",
-        "Describe what happens in this video.",
-        "Could you provide a summary of the events in this video?",
-    ),
-    ("event", "analysis"): (
-        "Could you share your analysis of the anomalous event?",
-        "Why is this event considered abnormal?",
-        "What patterns led you to judge this event as an anomaly?",
-    ),
-    ("video", "judgement"): (
-        "Are there anomalies observed in the video?",
-        "Does this surveillance video contain any abnormal events? Name them.",
-        "Judge whether the video shows an anomaly, and of which kind.",
-    ),
-    ("video", "description"): (
-        "Give a description of the detected anomaly events in this video.",
-        "Summarize what happens over the whole video.",
-        "Describe the events of this video in order.",
-    ),
-    ("video", "analysis"): (
-        "Could you provide the reasons for considering this video abnormal?",
-        "Explain why the events in this video are anomalous.",
-        "What evidence in the video points to an anomaly?",
-    ),
+    ("clip", "caption"): CAPTION_QUESTIONS,
+    **{(level, task): pool for level in ("event", "video")
+       for task, pool in (("judgement", JUDGEMENT_QUESTIONS), ("description", DESCRIPTION_QUESTIONS),
+                          ("analysis", ANALYSIS_QUESTIONS))},
 }
+# the fixture's row order: per source video its clips, events, then the video; tasks in HIVAU's order
+LEVEL_ORDER = {"clip": 0, "event": 1, "video": 2}
+TASK_ORDER = {"caption": 0, "judgement": 1, "description": 2, "analysis": 3, "qa": 4}
 
 
 class ReleaseError(RuntimeError):
@@ -80,6 +116,8 @@ class ReleaseSettings(BaseModel):
     test_fraction: float = Field(0.2, ge=0, lt=1, description="share of source videos held out for test")
     split_seed: str = Field("hivau", description="salt of the per-video split hash; keep it across releases")
     name: Optional[str] = Field(None, description="release name; default: the next vNNNN")
+    dataset: str = Field("hivau", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                         description="the dataset folder of HIVAU's media layout, media/{dataset}/clips/{split}/")
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -146,14 +184,17 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
     for q in tables.qa:
         add(f"{q.item_id}:qa:{q.qa_type}", q.item_id, q.level, "qa", q.video_id, q.question, q.answer,
             q.provenance, q.generator, q.annotation_id, qa_type=q.qa_type)
-    return sorted(rows, key=lambda r: r.id)
+    return sorted(rows, key=row_order)
 
 
-def jsonl_record(index: int, row: InstructionRow) -> dict:
-    """The conversation format of HolmesVAU's InternVL fine-tuning data."""
-    return {"id": index, "type": row.level, "task": row.task, "video": row.media_path,
-            "conversations": [{"from": "human", "value": f"<video>\n{row.prompt}"},
-                              {"from": "gpt", "value": row.answer}]}
+def row_order(row: InstructionRow) -> tuple:
+    return (row.source_video, LEVEL_ORDER[row.level], row.item_id, TASK_ORDER[row.task], row.qa_type or "")
+
+
+def write_jsonl(path: Path, records) -> None:
+    with open(path, "w") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def sha256_file(path: Path) -> str:
@@ -225,8 +266,16 @@ def dataset_card(manifest: dict) -> str:
         "- `data/{train,test}.parquet`: one row per instruction (schema `InstructionRow`, "
         f"schema version {manifest['schema_version']}); `datasets.load_dataset('parquet', data_files=...)` reads them.",
         "- `hivau/{train,test}.jsonl`: the same rows in HIVAU-70k's conversation format for HolmesVAU's InternVL "
-        "fine-tuning script; `video` is relative to this folder.",
-        "- `media/`: the clips, events and videos the rows refer to.",
+        "fine-tuning script; `video` is relative to `media/` (the script's `root`), one `id` sequence over both "
+        "files, QA rows carry `qa_type`.",
+        "- `llamafactory/{train,test}.jsonl` and `llamafactory/dataset_info.json` (datasets `hivau_train`, "
+        "`hivau_test`): `messages` + `videos` rows for LLaMA-Factory; pass `dataset_dir` = `llamafactory/` and "
+        "`media_dir` = this folder.",
+        "- `swift/{train,test}.jsonl`: the same `messages` + `videos` rows for ms-swift; run `swift sft` from this "
+        "folder (or set `ROOT_IMAGE_DIR` to it). `hivau export-frames --release . --out DIR [--model MODEL]` writes "
+        "both with each video as its list of frames (ATS-selected with a trained hivau model), outside this folder.",
+        f"- `media/{manifest['policy']['dataset']}/{{clips,events,videos}}/{{train,test}}/`: the media "
+        "the rows refer to, in HIVAU-70k's layout.",
         "- `manifest.json`: counts, the SHA-256 of every file, generators and the release this one follows.", "",
     ]
     return "\n".join(parts)
@@ -252,19 +301,21 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def collect_media(ws: Workspace, tables: Tables, settings: ReleaseSettings) -> dict[str, tuple[Path, str]]:
-    """item id -> (workspace file, path inside the release) for every item whose media exist."""
+    """item id -> (workspace file, path inside the release) for every item whose media exist; the paths follow
+    HIVAU-70k's layout (`media/{dataset}/clips/{split}/{vid}_E0C0.mp4`, `.../events/...`, `.../videos/...`)."""
     out = {}
-    for kind, rows, id_of in (("clips", tables.clips, lambda r: r.clip_id),
-                              ("events", tables.events, lambda r: r.event_id)):
+    for level, rows, id_of in (("clip", tables.clips, lambda r: r.clip_id),
+                               ("event", tables.events, lambda r: r.event_id)):
         for row in rows:
             if row.media_path and (ws.root / row.media_path).is_file():
                 split = split_of(row.video_id, settings.test_fraction, settings.split_seed)
-                out[id_of(row)] = (ws.root / row.media_path, f"media/{kind}/{split}/{id_of(row)}.mp4")
+                out[id_of(row)] = (ws.root / row.media_path,
+                                   hivau_media_path(settings.dataset, level, split, f"{id_of(row)}.mp4"))
     for v in tables.videos:
         src = ws.video_media(v.video_id) if ws.video_media(v.video_id).is_file() else Path(v.path)
         if src.is_file():
             split = split_of(v.video_id, settings.test_fraction, settings.split_seed)
-            out[v.video_id] = (src, f"media/videos/{split}/{v.video_id}{src.suffix}")
+            out[v.video_id] = (src, hivau_media_path(settings.dataset, "video", split, f"{v.video_id}{src.suffix}"))
     return out
 
 
@@ -312,14 +363,19 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     previous = latest_release(ws.releases)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ws.releases))
     try:
-        (tmp / "data").mkdir()
-        (tmp / "hivau").mkdir()
+        for folder in ("data", "hivau", "llamafactory", "swift"):
+            (tmp / folder).mkdir()
+        first_id = 0  # one id sequence over both splits, as HIVAU-70k's rows have
         for split in ("train", "test"):
             part = [r for r in rows if r.split == split]
             _write_parquet(part, tmp / "data" / f"{split}.parquet")
-            with open(tmp / "hivau" / f"{split}.jsonl", "w") as fh:
-                for i, row in enumerate(part):
-                    fh.write(json.dumps(jsonl_record(i, row), ensure_ascii=False) + "\n")
+            write_jsonl(tmp / "hivau" / f"{split}.jsonl", (hivau_record(first_id + i, r) for i, r in enumerate(part)))
+            first_id += len(part)
+            # media paths relative to the release: LLaMA-Factory is given it as media_dir, swift runs from it
+            for folder in ("llamafactory", "swift"):
+                write_jsonl(tmp / folder / f"{split}.jsonl", (messages_record(r, r.media_path) for r in part))
+        (tmp / "llamafactory" / "dataset_info.json").write_text(json.dumps(
+            llamafactory_dataset_info({s: f"{s}.jsonl" for s in ("train", "test")}), indent=2))
         used = {r.item_id for r in rows}
         for item_id, (src, rel) in media.items():
             if item_id in used:

@@ -67,11 +67,12 @@ def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fix
     lines = [json.loads(x) for x in (first / "hivau" / "train.jsonl").read_text().splitlines()]
     assert len(lines) == len(train)
     for line, row in zip(lines, train.itertuples()):
-        assert set(line) == set(example)
+        assert set(line) == set(example) | ({"qa_type"} if row.task == "qa" else set())
         assert [t["from"] for t in line["conversations"]] == ["human", "gpt"]
         human = line["conversations"][0]["value"]
         assert human.startswith("<video>\n") and human[len("<video>\n"):] == row.prompt
-        assert line["conversations"][1]["value"] == row.answer and line["video"] == row.media_path
+        # `video` is relative to media/, the `root` HolmesVAU's script is given
+        assert line["conversations"][1]["value"] == row.answer and f"media/{line['video']}" == row.media_path
         if row.task != "qa":
             assert row.prompt in TEMPLATES[(row.level, row.task)]
 
