@@ -49,6 +49,9 @@ class VLMConfig(Strict):
     max_length: Optional[int] = Field(None, description="longest sequence; default the LM's context "
                                                         "(max_position_embeddings)")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="weights' dtype; auto: bf16 on CUDA")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="QLoRA: the LM's base weights in 4-bit NF4 (or 8-bit) with bitsandbytes; towers, "
+                            "projectors and the output head stay in `dtype`")
     gradient_checkpointing: bool = False
     max_new_tokens: int = Field(256, description="longest generated answer at evaluation")
     scorer: ScorerConfig = Field(default_factory=lambda: ScorerConfig(d_model=128, epochs=30))
@@ -283,7 +286,8 @@ class PretrainedVideoLLM(nn.Module):
         self.cfg, self.family, self.spec = cfg.model_copy(update={"family": family}), family, FAMILIES[family]
         self.dtype_ = torch_dtype(cfg.dtype, device)
         if load_weights:
-            self.vlm = AutoModelForImageTextToText.from_pretrained(cfg.model_path, dtype=self.dtype_)
+            self.vlm = AutoModelForImageTextToText.from_pretrained(cfg.model_path, dtype=self.dtype_,
+                                                                   **self._quantization(device))
         else:
             self.vlm = AutoModelForImageTextToText.from_config(hf_config, dtype=self.dtype_)
         self.tokenizer = self.processor.tokenizer
@@ -304,6 +308,21 @@ class PretrainedVideoLLM(nn.Module):
         if cfg.gradient_checkpointing:
             self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.vlm.enable_input_require_grads()
+
+    def _quantization(self, device: torch.device) -> dict:
+        """from_pretrained arguments that load only the LM quantized (QLoRA), or none."""
+        if self.cfg.quantization == "none":
+            return {}
+        from transformers import BitsAndBytesConfig
+
+        # full precision: the towers and projectors (trained, or twinned) and the output head; matched from the
+        # start of each module's name
+        keep = [f"model.{self.spec.tower}", f"model.{self.spec.projector}", "lm_head"]
+        config = BitsAndBytesConfig(load_in_4bit=self.cfg.quantization == "4bit",
+                                    load_in_8bit=self.cfg.quantization == "8bit", bnb_4bit_quant_type="nf4",
+                                    bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=self.dtype_,
+                                    llm_int8_skip_modules=keep)
+        return {"quantization_config": config, "device_map": {"": device.index if device.type == "cuda" else "cpu"}}
 
     # ------------------------------------------------------------ parts
     @property

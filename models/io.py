@@ -41,6 +41,9 @@ def save_model(model, out: str | Path, card: str, extra: dict | None = None, mod
     if hasattr(model, "vlm"):
         cfg = model.cfg.model_dump(mode="json")
         if mode == "merged":
+            if model.cfg.quantization != "none":
+                raise ValueError("a quantized (QLoRA) model cannot be merged into its 4/8-bit base: save it as "
+                                 "adapters, then merge over a full-precision load of the base")
             merge_lora(model.core.language_model)
             model.vlm.save_pretrained(tmp / "hf")
             model.processor.save_pretrained(tmp / "hf")

@@ -215,16 +215,17 @@ class HivauCaptioner:
         return self.store.uniform(Path(clip.media_path), self.model.cfg.n_frames)
 
     def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
-        import torch
+        from hivau.models.train import to_device
 
         results: list[CaptionResult] = []
+        collate = self.model.collator()  # the model's own inputs: stacked frames, or its processor's tensors
+        device = next(self.model.parameters()).device
         for start in range(0, len(clips), self.settings.batch_size):
             batch = clips[start:start + self.settings.batch_size]
             try:
-                inputs = [self._inputs(c) for c in batch]
-                texts = self.model.generate(torch.from_numpy(np.stack([f for f, _ in inputs])),
-                                            torch.from_numpy(np.stack([m for _, m in inputs])),
-                                            [self.prompt] * len(batch), max_new_tokens=self.settings.max_new_tokens)
+                inputs = collate([(self.prompt, None, *self._inputs(c), "") for c in batch], train=False)
+                inputs.pop("over_length")
+                texts = self.model.generate(**to_device(inputs, device), max_new_tokens=self.settings.max_new_tokens)
             except Exception as exc:  # decord and torch raise their own types; each clip gets the reason
                 results += [CaptionFailure(reasons.CAPTION_FAILED, f"{type(exc).__name__}: {exc}"[:300])] * len(batch)
                 continue

@@ -18,7 +18,9 @@ from hivau.models.registry import record_decision
 class RetrainSettings(BaseModel):
     """How `retrain` trains and judges a model; the deployment's defaults come from $HIVAU_RETRAIN_SETTINGS."""
 
-    preset: Optional[Literal["tiny"]] = Field("tiny", description="tiny: small models built in-process (CPU)")
+    preset: Optional[Literal["tiny", "pretrained", "vlm"]] = Field(
+        "tiny", description="tiny: small models built in-process (CPU); vlm: a local Hugging Face video VLM "
+                            "(preset_options.model_path)")
     config: Optional[str] = Field(None, description="a hivau-train config file (YAML/JSON) instead of the preset")
     preset_options: dict = Field(default_factory=dict, description="e.g. {image_size: 64} for a faster tiny model")
     scorer_epochs: Optional[int] = None

@@ -215,3 +215,59 @@ def test_vlm_recipe_merged_then_hivau_eval(demo_release, checkpoints, tmp_path, 
     assert metrics["text"] and metrics["scorer"]["videos"] >= 1
     predictions = [json.loads(line) for line in (run / "model" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 12 and all(isinstance(p["answer"], str) for p in predictions)
+
+
+def test_vlm_two_process_ddp_keeps_ranks_identical(demo_release, checkpoints, tmp_path):
+    out = tmp_path / "ddp"
+    options = json.dumps({"model_path": str(checkpoints["qwen2_vl"]), "n_frames": 4, "frame_size": 64,
+                          "scorer": {"stride": 16, "d_model": 32, "epochs": 1}})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "hivau.models.train", "--release", str(demo_release), "--preset", "vlm", "--preset-options", options,
+           "--out", str(out), "--batch-size", "1", "--grad-accum", "2", "--max-steps", "2", "--num-threads", "1",
+           "--workers", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    digests = [json.loads((out / f"rank{r}.json").read_text())["digest"] for r in (0, 1)]
+    assert digests[0] == digests[1]
+    assert json.loads((out / "model" / "config.json").read_text())["summary"]["world"] == 2
+
+
+def test_a_vlm_preset_model_captions_clips_as_the_hivau_backend(built_demo, checkpoints, tmp_path):
+    from hivau.models.io import save_model
+    from hivau.tasks.caption import CaptionSettings, ClipFrames, make_captioner
+    from hivau.workspace import Workspace
+
+    model = load(checkpoints["llava_onevision"]).eval()
+    save_model(model, tmp_path / "m", card="# test\n")
+    ws = Workspace.at(built_demo)
+    captioner = make_captioner(CaptionSettings(backend="hivau", model=str(tmp_path / "m"), max_new_tokens=6), ws)
+    clip = next(c for c in ws.read_records("clips") if c.media_path)
+    frames = ClipFrames(clip.clip_id, clip.start_s, clip.end_s, np.zeros((1, 8, 8, 3), np.uint8), [0.0],
+                        str(ws.root / clip.media_path))
+    said = captioner.caption([frames])
+    batch = model.collator()([(captioner.prompt, None, *captioner._inputs(frames), "")], train=False)
+    batch.pop("over_length")
+    expected = model.generate(**batch, max_new_tokens=6)[0]
+    assert said == [expected] if expected else said[0].reason == "caption_failed"
+
+
+def test_qlora_trains_adapters_over_a_4bit_lm_and_round_trips(checkpoints, tmp_path):
+    """QLoRA: the LM's base weights load in 4-bit NF4 (bitsandbytes, its CPU path here), LoRA trains over them."""
+    bnb = pytest.importorskip("bitsandbytes")
+    from hivau.models.io import load_model, save_model
+
+    model = load(checkpoints["qwen2_vl"], quantization="4bit")
+    q_proj = model.core.language_model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
+    assert not isinstance(model.appearance_tower().blocks[0].attn.qkv, bnb.nn.Linear4bit)  # the tower stays
+    nudge_lora_b(model)
+    grads_after(model, "vl")
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora(model.core.language_model))
+    model.eval()
+    batch = model.collator()(samples(), train=False)
+    batch.pop("over_length")
+    said = model.generate(**batch, max_new_tokens=5)
+    save_model(model, tmp_path / "q", card="# test\n")
+    assert load_model(tmp_path / "q").generate(**batch, max_new_tokens=5) == said
+    with pytest.raises(ValueError, match="cannot be merged"):
+        save_model(model, tmp_path / "merged", card="# test\n", mode="merged")
