@@ -302,9 +302,13 @@ class PretrainedVideoLLM(nn.Module):
         self._add_motion_branch()
         self.compress_v = nn.Linear(self.d_lm, cfg.compress_dim)
         self.compress_m = nn.Linear(self.d_lm, cfg.compress_dim)
-        d_score = self.d_lm * (2 if cfg.scorer.use_motion and self.motion_tower is not None else 1)
+        d_score = self.d_lm * (2 if cfg.scorer.use_motion else 1)
         self.scorer = AnomalyScorer(d_score, cfg.scorer)
         self.appearance_projector().requires_grad_(cfg.train_projector)
+        # the scorer reads the base tower and projector as they were loaded: stage 2 moves the projector, and
+        # the scorer (trained in stage 1) must keep seeing the features it was trained on
+        self.scorer_projector = copy.deepcopy(self.appearance_projector()).requires_grad_(False) \
+            if cfg.train_projector else None
         if cfg.gradient_checkpointing:
             self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.vlm.enable_input_require_grads()
@@ -384,8 +388,8 @@ class PretrainedVideoLLM(nn.Module):
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint holds: every trainable weight, and the scorer (trained in stage 1, frozen after)."""
-        scorer = {f"scorer.{k}" for k, _ in self.scorer.named_parameters()}
-        return {k: p.detach() for k, p in self.named_parameters() if p.requires_grad or k in scorer}
+        return {k: p.detach() for k, p in self.named_parameters()
+                if p.requires_grad or k.startswith(("scorer.", "scorer_projector."))}
 
     # ------------------------------------------------------------ features
     def appearance_features(self, videos: dict) -> list[torch.Tensor]:
@@ -455,19 +459,21 @@ class PretrainedVideoLLM(nn.Module):
     def snippet_features(self, frames: np.ndarray, motion: Optional[np.ndarray], chunk: int = 32) -> torch.Tensor:
         """(S, H, W, 3) uint8 snippet frames -> (S, d) scorer inputs, `chunk` frames at a time, on the CPU."""
         feats = []
-        use_motion = self.cfg.scorer.use_motion and self.motion_tower is not None
         with torch.no_grad():
             for start in range(0, len(frames), chunk):
-                part = frames[start:start + chunk]
-                f = [self._frame_features(part, motion=False)]
-                if use_motion:
-                    f.append(self._frame_features(motion[start:start + chunk], motion=True))
+                f = [self._frame_features(frames[start:start + chunk])]
+                if self.cfg.scorer.use_motion:  # the motion-masked frames through the same frozen path
+                    f.append(self._frame_features(motion[start:start + chunk]))
                 feats.append(torch.cat(f, dim=-1).float().cpu())
         return torch.cat(feats)
 
-    def _frame_features(self, frames: np.ndarray, motion: bool) -> torch.Tensor:
+    def _frame_features(self, frames: np.ndarray) -> torch.Tensor:
+        """Per-frame features through the frozen tower and the projector as loaded (the scorer's inputs)."""
         pixels = self._to_device(frame_pixels(self.family, self.processor, np.asarray(frames)))
-        with self._motion_swap() if motion else contextlib.nullcontext():
+        owner = self.appearance_tower() if self.spec.projector_in_tower else self.core
+        as_loaded = swapped(owner, {self.spec.projector: self.scorer_projector}) if self.scorer_projector \
+            else contextlib.nullcontext()
+        with as_loaded:
             return frame_features(self.family, self.core, pixels, len(frames), self.dtype_)
 
     def collator(self) -> VideoChatCollator:

@@ -271,3 +271,17 @@ def test_qlora_trains_adapters_over_a_4bit_lm_and_round_trips(checkpoints, tmp_p
     assert load_model(tmp_path / "q").generate(**batch, max_new_tokens=5) == said
     with pytest.raises(ValueError, match="cannot be merged"):
         save_model(model, tmp_path / "merged", card="# test\n", mode="merged")
+
+
+def test_scorer_features_stay_fixed_while_stage_two_trains(checkpoints):
+    """The scorer is trained in stage 1; stage 2 moves the projector and the motion branch, not its inputs."""
+    model = load(checkpoints["llava_onevision"])
+    frames, motion = samples(1)[0][2:4]
+    before = model.snippet_features(frames, motion)
+    assert before.shape == (4, 2 * model.d_lm)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.1)
+    assert torch.allclose(model.snippet_features(frames, motion), before)
+    assert {k.split(".")[0] for k in model.trainable_state()} >= {"scorer", "scorer_projector", "motion_tower"}
