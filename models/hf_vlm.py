@@ -310,7 +310,10 @@ class PretrainedVideoLLM(nn.Module):
         self.scorer_projector = copy.deepcopy(self.appearance_projector()).requires_grad_(False) \
             if cfg.train_projector else None
         if cfg.gradient_checkpointing:
-            self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(self.vlm, "activation_checkpointing_enable"):  # transformers >= 5.2's name
+                self.vlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.vlm.enable_input_require_grads()
 
     def _quantization(self, device: torch.device) -> dict:

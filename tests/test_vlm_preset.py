@@ -285,3 +285,28 @@ def test_scorer_features_stay_fixed_while_stage_two_trains(checkpoints):
                 p.add_(0.1)
     assert torch.allclose(model.snippet_features(frames, motion), before)
     assert {k.split(".")[0] for k in model.trainable_state()} >= {"scorer", "scorer_projector", "motion_tower"}
+
+
+def test_the_shipped_vlm_config_parses_and_flags_override_it(checkpoints):
+    from hivau.models.train import parse_args, vlm_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "qwen2_5-vl-lora.yaml"
+    cfg = parse_args(["--config", str(config), "--release", "R", "--out", "O", "--dtype", "fp32",
+                      "--preset-options", json.dumps({"model_path": str(checkpoints["qwen2_vl"])})])
+    assert cfg.preset == "vlm" and cfg.dtype == "fp32" and cfg.gradient_checkpointing and cfg.keep_last == 2
+    assert vlm_config(cfg).dtype == "fp32" and vlm_config(cfg).gradient_checkpointing
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(checkpoints):
+    batch = load(checkpoints["qwen2_vl"]).collator()(samples())["batch"]
+    grads = []
+    for checkpointing in (False, True):
+        model = load(checkpoints["qwen2_vl"], gradient_checkpointing=checkpointing)
+        assert model.vlm.is_gradient_checkpointing == checkpointing
+        nudge_lora_b(model)
+        model.train()
+        losses = model(batch, t1=1.0, t2=1.0)
+        losses.total.backward()
+        grads.append((losses.total.item(), [p.grad.clone() for p in lora(model.core.language_model)]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
