@@ -219,7 +219,8 @@ def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, devi
         last = {"stage": "scorer", "epoch": epoch + 1, "loss": round(total / len(videos), 5)}
         if (epoch + 1) % 10 == 0 or epoch + 1 == scfg.epochs:
             log(out, rank, last)
-    return {"scorer_videos": len(videos), "scorer_weak": sum(v.weakly_labelled for v in videos), **last}
+    return {"scorer_videos": len(videos), "scorer_weak": sum(v.weakly_labelled for v in videos),
+            "scorer_epochs": last.get("epoch", 0), "scorer_loss": last.get("loss")}
 
 
 # ---------------------------------------------------------------- stage 2: the video LLM
