@@ -5,7 +5,7 @@ workers, the scorer reads one video at a time, so nothing should grow with the r
     .venv/bin/python benchmarks/bench_train_memory.py --work .state/bench_train_memory [--vlm]
 
 Peak RSS is of the whole process tree (the trainer and its decoding workers), polled every 0.2 s; the
-trainer's own peak and the kernel's ru_maxrss of the largest child are recorded beside it. Results go to
+trainer's own peak is recorded beside it. Results go to
 benchmarks/results/train_memory.json and the `train-memory` section of BENCHMARKS.md.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +24,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from bench_trainer import BIN, make_release  # noqa: E402
+from bench_trainer import BIN, make_release, release_rows  # noqa: E402
 from report import write_section  # noqa: E402
 
 
@@ -58,21 +58,18 @@ def measure(cmd: list[str], log: Path) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}); see {log}")
     return {"peak_tree_mb": round(peak_tree / 2**20), "peak_main_mb": round(peak_main / 2**20),
-            "ru_maxrss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
             "seconds": round(time.time() - started, 1)}
 
 
-def rows_of(release: Path) -> dict:
-    import pandas as pd
-
-    return {s: len(pd.read_parquet(release / "data" / f"{s}.parquet")) for s in ("train", "test")}
+def shared_flags(steps: int) -> list[str]:
+    """The settings both release sizes train with."""
+    return ["--max-steps", str(steps), "--batch-size", "4", "--scorer-epochs", "2", "--workers", "2",
+            "--num-threads", "1", "--save-every", "100000", "--log-every", "10"]
 
 
 def train_cmd(release: Path, out: Path, preset: str, options: dict, steps: int) -> list[str]:
     return [str(BIN / "hivau-train"), "--release", str(release), "--out", str(out), "--preset", preset,
-            "--preset-options", json.dumps(options), "--max-steps", str(steps), "--batch-size", "4",
-            "--scorer-epochs", "2", "--workers", "2", "--num-threads", "1", "--save-every", "100000",
-            "--log-every", "10"]
+            "--preset-options", json.dumps(options), *shared_flags(steps)]
 
 
 def section(results: dict) -> str:
@@ -81,7 +78,8 @@ def section(results: dict) -> str:
              f"{results['sizes']['8x']['sets']} sets of scenes, trained with the same settings "
              f"(`{results['settings']}`); peak RSS of the trainer and its DataLoader workers together, polled every "
              "0.2 s. Bar: the 8x release's peak within 10% of the 1x release's.", "",
-             "| preset | release | train rows | peak RSS, tree | trainer alone | seconds |", "|---|---|---|---|---|---|"]
+             "| preset | release | train rows | peak RSS, tree | trainer alone | seconds |",
+             "|---|---|---|---|---|---|"]
     for preset, runs in results["runs"].items():
         for size in ("1x", "8x"):
             r = runs[size]
@@ -90,9 +88,9 @@ def section(results: dict) -> str:
     lines += ["", "| preset | peak 8x / 1x (tree) | trainer alone | bar |", "|---|---|---|---|"]
     for preset, runs in results["runs"].items():
         lines.append(f"| {preset} | {runs['ratio_tree']:.3f}x | {runs['ratio_main']:.3f}x | <= 1.10x |")
-    lines += ["", "The optimiser steps are the same in both runs; the 8x run's scorer stage reads 8x the videos (one at "
-              "a time) and its frame plan covers 8x the items. Wall times are for context, not a speed figure; "
-              "memory is what the bar is about."]
+    lines += ["", "The optimiser steps are the same in both runs; the 8x run's scorer stage reads 8x the videos "
+              "(one at a time) and its frame plan covers 8x the items. Wall times are for context, not a speed "
+              "figure; memory is what the bar is about."]
     return "\n".join(lines)
 
 
@@ -120,15 +118,15 @@ def main() -> None:
         runs[preset] = {}
         for size, release in releases.items():
             out = work / "runs" / f"{preset}-{size}"
-            subprocess.run(["rm", "-rf", str(out)], check=True)  # a fresh run: no resume, no frame cache
-            runs[preset][size] = measure(train_cmd(release, out, preset, options, args.steps), work / f"{preset}-{size}.log")
+            shutil.rmtree(out, ignore_errors=True)  # a fresh run: no resume, no frame cache
+            cmd = train_cmd(release, out, preset, options, args.steps)
+            runs[preset][size] = measure(cmd, work / f"{preset}-{size}.log")
             print(preset, size, runs[preset][size], flush=True)
         runs[preset]["ratio_tree"] = runs[preset]["8x"]["peak_tree_mb"] / runs[preset]["1x"]["peak_tree_mb"]
         runs[preset]["ratio_main"] = runs[preset]["8x"]["peak_main_mb"] / runs[preset]["1x"]["peak_main_mb"]
     results = {"date": time.strftime("%Y-%m-%d"), "runs": runs,
-               "sizes": {k: {"sets": n, "rows": rows_of(releases[k])} for k, n in sizes.items()},
-               "settings": " ".join(train_cmd(Path("R"), Path("O"), "PRESET", {}, args.steps)[5:]).replace(
-                   "--preset-options {} ", "")}
+               "sizes": {k: {"sets": n, "rows": release_rows(releases[k])} for k, n in sizes.items()},
+               "settings": " ".join(["--preset PRESET", *shared_flags(args.steps)])}
     (HERE / "results" / "train_memory.json").write_text(json.dumps(results, indent=2))
     write_section("train-memory", section(results))
     print(section(results))

@@ -43,6 +43,12 @@ def make_release(work: Path, sets: int) -> Path:
     return release
 
 
+def release_rows(release: Path) -> dict:
+    import pandas as pd
+
+    return {s: len(pd.read_parquet(release / "data" / f"{s}.parquet")) for s in ("train", "test")}
+
+
 def train(release: Path, out: Path, *extra: str, preset: str = "tiny") -> float:
     started = time.time()
     if not (out / "model" / "config.json").is_file():
@@ -119,13 +125,15 @@ def main() -> None:
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     release = make_release(args.work, args.sets)
-    flags = ["--epochs", str(args.epochs), "--batch-size", "16", "--lr", "1e-3", "--max-minutes", str(args.minutes),
+    vlm = args.preset == "vlm"
+    batch, lr = ("8", "5e-4") if vlm else ("16", "1e-3")
+    flags = ["--epochs", str(args.epochs), "--batch-size", batch, "--lr", lr, "--max-minutes", str(args.minutes),
              "--log-every", "50", "--save-every", "100000"]
     suffix, model_note = "", None
-    if args.preset == "vlm":  # a random base: the LM trains in full, frames small enough for two CPU cores
+    if vlm:  # a random base: the LM trains in full, frames small enough for two CPU cores
         options = json.dumps({"model_path": str(tiny_qwen2_vl(args.work, release)), "n_frames": 4, "frame_size": 64,
                               "lm_train": "full", "scorer": {"stride": 8, "d_model": 64, "epochs": 40}})
-        flags = ["--preset-options", options, "--batch-size", "8", *flags[:2], "--lr", "5e-4", *flags[6:]]
+        flags = ["--preset-options", options, *flags]
         suffix, model_note = "-vlm", ("a random Qwen2-VL built by `tests/tiny_video_vlms.py` (2-block ViT, 2-layer LM, "
                                       "128 wide, byte-level BPE tokenizer trained on the release), 4 frames of 64 px, "
                                       "motion branch as LoRA on its tower, LM trained in full")
@@ -134,10 +142,7 @@ def main() -> None:
     else:
         train(release, args.work / "untrained", "--max-steps", "0", "--scorer-epochs", "0")
     seconds = train(release, args.work / f"trained{suffix}", *flags, preset=args.preset)
-    import pandas as pd
-
-    results = {"sets": args.sets, "train_seconds": seconds,
-               "rows": {s: len(pd.read_parquet(release / "data" / f"{s}.parquet")) for s in ("train", "test")},
+    results = {"sets": args.sets, "train_seconds": seconds, "rows": release_rows(release),
                "untrained": evaluate(args.work / f"untrained{suffix}" / "model", release),
                "trained": evaluate(args.work / f"trained{suffix}" / "model", release),
                "command": f"hivau-train --preset {args.preset} " + " ".join(flags), "preset": args.preset,
