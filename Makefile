@@ -1,4 +1,4 @@
-# hivau: `make run` (the main job) and `make test` (the whole suite) each install what they need.
+# hivau: `make run` (the main job) and `make test` (ruff, import-linter, then the whole suite) each install what they need.
 .PHONY: run test stop bootstrap bench clean
 
 bootstrap:
@@ -8,6 +8,7 @@ run: bootstrap
 	bash scripts/run.sh
 
 test: bootstrap
+	bash scripts/lint.sh
 	.venv/bin/python -m pytest -q
 
 stop:

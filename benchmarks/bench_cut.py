@@ -40,7 +40,7 @@ writer.release()
 # The pipeline probes each source once (its manifest keeps fps and keyframes), then cuts many segments.
 OURS = """
 import json, sys
-from hivau.tasks.cut import cut_segment
+from hivau.tasks.build.cut import cut_segment
 src, dst, start, end, mode, probe = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6]
 info = json.load(open(probe))
 cut_segment(src, dst, start, end, mode, info["fps"], info["keyframe_times"])
@@ -84,7 +84,7 @@ def main() -> None:
     src = make_source(source_s)
     out = WORK / "out"
     out.mkdir(parents=True, exist_ok=True)
-    from hivau.tasks.probe import probe_video
+    from hivau.tasks.build.probe import probe_video
 
     probe = out / "probe.json"
     probe.write_text(probe_video(src, "bench", check_decode=False).model_dump_json())

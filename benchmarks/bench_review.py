@@ -30,20 +30,24 @@ from report import write_section  # noqa: E402
 from hivau import labelstudio_local as lsl  # noqa: E402
 from hivau.review_ui_config import load_config  # noqa: E402
 from hivau.schemas.records import segment_key  # noqa: E402
-from hivau.tasks.labelstudio import Connection, LabelStudio  # noqa: E402
-from hivau.tasks.review import ReviewSettings, ReviewTask, push_level, textarea  # noqa: E402
+from hivau.tasks.review.labelstudio import Connection, LabelStudio  # noqa: E402
+from hivau.tasks.review.projects import ReviewSettings  # noqa: E402
+from hivau.tasks.review.push import ReviewTask, push_level  # noqa: E402
+from hivau.tasks.review.results import textarea  # noqa: E402
 from hivau.workspace import Workspace  # noqa: E402
 
 PULL_CHILD = """
 import json, resource, sys, time
 from pydantic import SecretStr
-from hivau.tasks.labelstudio import Connection, LabelStudio
-from hivau.tasks.review import ReviewSettings, pull
+from hivau.tasks.review.labelstudio import Connection, LabelStudio
+from hivau.tasks.manifests import pull_and_merge
+from hivau.tasks.review.projects import ReviewSettings
 from hivau.workspace import Workspace
 url, token, root, ws = sys.argv[1:5]
 ls = LabelStudio(Connection(url, SecretStr(token)), timeout_s=600)
 t0 = time.perf_counter()
-report = pull(Workspace.at(ws), ls, ReviewSettings(enabled="on", url=url, document_root=root, levels=["clip"]))
+settings = ReviewSettings(enabled="on", url=url, document_root=root, levels=["clip"])
+report = pull_and_merge(Workspace.at(ws), ls, settings)
 print(json.dumps({"seconds": time.perf_counter() - t0, "new_or_changed": report.new_or_changed,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

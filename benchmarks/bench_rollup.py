@@ -34,8 +34,8 @@ def served(base_url: str) -> int:
 
 
 def time_rollup(base_url: str, items, concurrency: int, cache: Path) -> tuple[float, int, object]:
-    from hivau.tasks.llm import LLMSettings
-    from hivau.tasks.rollup import RollupSettings, run_rollup
+    from hivau.tasks.text.llm import LLMSettings
+    from hivau.tasks.text.rollup import RollupSettings, run_rollup
 
     settings = RollupSettings(backend="openai", llm=LLMSettings(base_url=base_url, model="bench", concurrency=concurrency))
     before = served(base_url)
@@ -68,7 +68,7 @@ def bench_rollup(n_items: int, n_baseline: int, concurrency: int, latency: float
 
 
 def captioner_fps(model: str, clips, batch_size: int) -> float:
-    from hivau.tasks.caption import CaptionSettings, TransformersCaptioner
+    from hivau.tasks.text.caption import CaptionSettings, TransformersCaptioner
 
     captioner = TransformersCaptioner(model, CaptionSettings(model=model, batch_size=batch_size, max_new_tokens=16))
     captioner.caption(clips[:batch_size])  # warm-up: first-call allocations are not the steady state
@@ -79,9 +79,9 @@ def captioner_fps(model: str, clips, batch_size: int) -> float:
 
 def bench_captioner_batching(n_clips: int, frames: int, batch: int) -> dict:
     import torch
-
-    from hivau.tasks.caption import ClipFrames
     from tiny_vlm import build_tiny_llava
+
+    from hivau.tasks.text.caption import ClipFrames
 
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)

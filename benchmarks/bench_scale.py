@@ -59,8 +59,8 @@ def make_batch(root: Path, n: int) -> tuple[Path, Path]:
 
 def plain_loop(videos: Path, annotations: Path, out: Path, workers: int) -> float:
     """The same stream-copy cuts, `workers` at a time, with nothing else: the floor for the cut stage."""
-    from hivau.tasks.cut import CutSettings, build_command, copy_start
-    from hivau.tasks.probe import read_packets
+    from hivau.tasks.build.cut import CutSettings, build_command, copy_start
+    from hivau.tasks.build.probe import read_packets
 
     _, keyframes = read_packets(str(next(videos.iterdir())))
     out.mkdir(parents=True)

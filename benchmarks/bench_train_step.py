@@ -40,8 +40,8 @@ def configs(small: bool, frames: int):
 def main() -> None:
     import torch
 
+    from hivau.models.composed_vlm import HivauVLM
     from hivau.models.presets import train_tokenizer
-    from hivau.models.vlm import HivauVLM
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true")

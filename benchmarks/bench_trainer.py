@@ -65,7 +65,6 @@ def evaluate(model: Path, release: Path) -> dict:
 def tiny_qwen2_vl(work: Path, release: Path) -> Path:
     """A random Qwen2-VL (2 layers, 128 wide) whose tokenizer is trained on the release's own text."""
     import pandas as pd
-
     from tiny_video_vlms import build_tiny_qwen2_vl
 
     folder = work / "tiny-qwen2-vl"

@@ -21,14 +21,23 @@ from pydantic import Field
 from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
 from hivau.schemas.records import AnnotationFormat, CutMode
-from hivau.tasks.caption import CaptionSettings, caption_stream
-from hivau.tasks.cut import CutSettings
-from hivau.tasks.decouple import PlanSettings
-from hivau.tasks.merge import merge_workspace
-from hivau.tasks.review import ReviewSettings
-from hivau.tasks.rollup import RollupSettings, run_rollup
-from hivau.tasks.stages import (ShardReport, caption_shard, default_batch_id, failed_item, ingest_batch, motion_shard,
-                                process_shard, review_media_shard, shards)
+from hivau.tasks import manifests
+from hivau.tasks.build.cut import CutSettings
+from hivau.tasks.build.plan import PlanSettings
+from hivau.tasks.review.projects import ReviewSettings
+from hivau.tasks.shards import (
+    ShardReport,
+    caption_shard,
+    default_batch_id,
+    failed_item,
+    ingest_batch,
+    motion_shard,
+    probe_plan_cut_shard,
+    review_media_shard,
+    shards,
+)
+from hivau.tasks.text.caption import CaptionSettings, caption_stream
+from hivau.tasks.text.rollup import RollupSettings, run_rollup
 from hivau.workspace import Workspace
 
 TaskRunnerKind = Literal["threads", "dask"]
@@ -46,12 +55,12 @@ def ingest_videos(workspace: str, batch: str, fmt: AnnotationFormat, annotations
 
 
 @task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def cut_videos(workspace: str, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings,
+def probe_plan_cut_videos(workspace: str, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings,
                cut: CutSettings) -> ShardReport:
     # Earlier attempts raise so Prefect retries (finished segments are resumed, not redone); the last
     # attempt records what still fails as quarantine instead, so the shard's other segments survive.
     last_attempt = (task_run.run_count or 1) > SHARD_RETRIES
-    return process_shard(Workspace.at(workspace), video_ids, cut_mode, plan, cut, record_failures=last_attempt)
+    return probe_plan_cut_shard(Workspace.at(workspace), video_ids, cut_mode, plan, cut, record_failures=last_attempt)
 
 
 @task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -67,11 +76,7 @@ def caption_videos_online(workspace: str, video_ids: list[str], settings: Captio
     report = ShardReport()
     with progress_bar("captioning clips", total=len(video_ids)) as advance:
         def saved(item) -> None:
-            if item.status != "quarantined":
-                item.status = "captioned"
-            ws.put_video(item)
-            report.videos += 1
-            report.quarantined += item.status == "quarantined"
+            report.save(ws, item)
             advance()
 
         usage = caption_stream(ws.iter_videos(video_ids), ws, settings, saved)
@@ -98,13 +103,11 @@ def roll_up_texts(workspace: str, video_ids: list[str], settings: RollupSettings
     ws = Workspace.at(workspace)
     with progress_bar("drafting summaries and QA", total=len(video_ids)) as advance:
         def saved(item) -> None:  # each video as it finishes, so a killed run loses little
-            if item.status != "quarantined":
-                item.status = "drafted"
             ws.put_video(item)
             advance()
 
         # one client for the whole batch: `llm.concurrency` requests stay in flight across videos
-        run = run_rollup(ws.iter_videos(video_ids), ws.state / "llm_cache", settings, on_done=saved, keep=False)
+        run = run_rollup(ws.iter_videos(video_ids), ws.llm_cache, settings, on_done=saved, keep=False)
     usage, model, backend, note = run.usage, run.model, run.backend, run.note
     logger.info(note)
     create_table_artifact(usage.rows(settings.llm, model), key="build-hivau-llm-usage",
@@ -180,7 +183,7 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
         nonlocal clock
         seconds[stage], clock = round(time.monotonic() - clock, 3), time.monotonic()
 
-    reports = {"cut": run_shards("cut", lambda part: cut_videos.submit(workspace, part, cut_mode, plan, cut),
+    reports = {"cut": run_shards("cut", lambda part: probe_plan_cut_videos.submit(workspace, part, cut_mode, plan, cut),
                                  video_ids, shard_size, workspace, progress)}
     timed("probe_plan_cut")
     if captioner.backend == "openai":
@@ -214,7 +217,7 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
 @task(cache_policy=NO_CACHE)
 def write_manifests(workspace: str) -> dict:
     """The manifests of everything in the workspace (every batch), merged with the stored reviews, as one set."""
-    result = merge_workspace(Workspace.at(workspace))
+    result = manifests.write_manifests(Workspace.at(workspace))
     return {"summary": result.summary.model_dump(), "batches": {k: v.model_dump() for k, v in result.batches.items()}}
 
 

@@ -9,8 +9,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from hivau.models.data import FrameStore
+from hivau.models.io import load_model
+from hivau.models.proposals import Proposal, propose_events, score_video
+from hivau.models.registry import resolve_model
 from hivau.schemas.item import Tables
-from hivau.tasks.review import ReviewSettings, connect, push_proposals
+from hivau.tasks.review.projects import ReviewSettings, connect
+from hivau.tasks.review.push import push_proposals
 from hivau.workspace import Workspace
 
 
@@ -29,15 +34,10 @@ def unannotated_videos(tables: Tables) -> list:
 @task(cache_policy=NO_CACHE)
 def score_and_propose(workspace: str, model_ref: str, settings: ProposalSettings) -> dict[str, list[dict]]:
     """Score every unannotated video with the model's scorer; returns video id -> proposed spans."""
-    from hivau.models.data import FrameStore
-    from hivau.models.io import load_model
-    from hivau.models.proposals import propose_events, score_video
-    from hivau.models.registry import resolve_model
-
     ws = Workspace.at(workspace)
     path = resolve_model(model_ref)
     model = load_model(path)
-    store = FrameStore(ws.state / "proposals" / "frames", model.cfg.frame_size, model.cfg.motion_mask,
+    store = FrameStore(ws.proposal_frames, model.cfg.frame_size, model.cfg.motion_mask,
                        model.cfg.motion_threshold)
     out = {}
     for video in unannotated_videos(Tables.of(ws.iter_videos())):
@@ -58,10 +58,8 @@ def propose_events_flow(
 ) -> dict:
     """Propose anomalous spans on unannotated videos; with Label Studio configured, add them to the video tasks
     as timeline predictions. Spans a reviewer keeps become events at the next build-hivau run."""
-    from hivau.models.proposals import Proposal  # the models package is an optional extra
-
     ws = Workspace.at(workspace)
-    ref = model or str(ws.root / "models")
+    ref = model or str(ws.models)
     with ws.lock("propose-events"):
         spans = score_and_propose(workspace, ref, settings)
         sent = {}

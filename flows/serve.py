@@ -11,8 +11,11 @@ from prefect.events import DeploymentEventTrigger
 
 from hivau.flows.build import build_hivau
 from hivau.flows.propose import propose_events_flow
-from hivau.flows.review import RELEASE_EVENT, publish_release, retrain, sync_reviews
-from hivau.tasks.retrain import RetrainSettings
+from hivau.flows.release import publish_release
+from hivau.flows.retrain import retrain
+from hivau.flows.review import sync_reviews
+from hivau.tasks.release.publish import RELEASE_EVENT
+from hivau.tasks.release.retrain_policy import RetrainSettings
 
 DEPLOYMENT_NAME = "local"
 

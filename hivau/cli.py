@@ -44,10 +44,10 @@ def build(
 ):
     """Run the build-hivau flow in this process (same parameters as the deployment)."""
     from hivau.flows.build import build_hivau
-    from hivau.tasks.caption import CaptionSettings
-    from hivau.tasks.decouple import ClipPolicy, NormalSegmentPolicy, PlanSettings, SpanPolicy
-    from hivau.tasks.llm import LLMSettings
-    from hivau.tasks.rollup import RollupSettings
+    from hivau.tasks.build.plan import ClipPolicy, NormalSegmentPolicy, PlanSettings, SpanPolicy
+    from hivau.tasks.text.caption import CaptionSettings
+    from hivau.tasks.text.llm import LLMSettings
+    from hivau.tasks.text.rollup import RollupSettings
 
     plan = PlanSettings(clips=ClipPolicy(mode=clip_mode, k=clip_k, length_s=clip_length),
                         normal=NormalSegmentPolicy(count=normal_count, length_s=normal_length),
@@ -79,7 +79,7 @@ def demo_data(out: Path = typer.Argument(..., help="output folder"), seed: int =
 @app.command()
 def probe(video: Path):
     """Probe one video and print what the engine sees (or why it would be quarantined)."""
-    from hivau.tasks.probe import ProbeError, probe_video
+    from hivau.tasks.build.probe import ProbeError, probe_video
 
     try:
         info = probe_video(video, video.stem)
@@ -150,7 +150,7 @@ app.add_typer(review_app, name="review")
 
 
 def _review_settings(url: Optional[str], batch_size: int, dataset: Optional[str], **more):
-    from hivau.tasks.review import ReviewSettings
+    from hivau.tasks.review.projects import ReviewSettings
 
     return ReviewSettings(enabled="on", url=url, batch_size=batch_size, dataset=dataset, **more)
 
@@ -166,7 +166,8 @@ def review_push(workspace: Path = typer.Option(..., "--workspace"),
                                                          help="reviewers per task in new projects"),
                 workers: int = typer.Option(2, "--workers", help="review media cut in parallel")):
     """Send the workspace's drafts to Label Studio (key from LABEL_STUDIO_API_KEY); safe to repeat."""
-    from hivau.tasks.review import connect, push
+    from hivau.tasks.review.projects import connect
+    from hivau.tasks.review.push import push
     from hivau.workspace import Workspace
 
     settings = _review_settings(url, batch_size, dataset, audit_size=audit_size,
@@ -184,15 +185,16 @@ def review_pull(workspace: Path = typer.Option(..., "--workspace"),
                     None, "--precedence", help="comma-separated Label Studio user ids, most trusted first: their "
                                                "annotation counts where several reviewed one item (default: latest)")):
     """Fetch every annotation and merge them into the workspace's manifests."""
-    from hivau.tasks.merge import ReviewRule
-    from hivau.tasks.review import connect, pull
+    from hivau.tasks.manifests import pull_and_merge
+    from hivau.tasks.review.merge import ReviewRule
+    from hivau.tasks.review.projects import connect
     from hivau.workspace import Workspace
 
     rule = ReviewRule(rule="precedence", precedence=[int(x) for x in precedence.split(",")]) if precedence \
         else ReviewRule()
     settings = _review_settings(url, 1000, dataset, rule=rule)
     with connect(settings) as ls:
-        report = pull(Workspace.at(workspace), ls, settings)
+        report = pull_and_merge(Workspace.at(workspace), ls, settings)
     console.print_json(report.model_dump_json())
 
 
@@ -205,16 +207,14 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
                                          help="emit hivau.release.published to the Prefect API (starts retrain)")):
     """Write the next immutable release folder (parquet, HIVAU / LLaMA-Factory / ms-swift rows, manifest, card)
     and announce it."""
-    from hivau.tasks.release import ReleaseSettings, build_release, verify_release
+    from hivau.tasks.release.publish import ReleaseSettings, announce_release, build_release, verify_release
     from hivau.workspace import Workspace
 
     path = build_release(Workspace.at(workspace), ReleaseSettings(include_unreviewed=include_unreviewed,
                                                                   test_fraction=test_fraction))
     manifest = verify_release(path)
     if publish:
-        from hivau.flows.review import emit_release_event
-
-        emit_release_event(path, manifest)
+        announce_release(path, manifest)
     counts = manifest["counts"]
     console.print(f"release {manifest['name']} at {path}: {counts['rows']} rows {counts['rows_by_split']}, "
                   f"provenance {counts['rows_by_provenance']}")
@@ -233,14 +233,17 @@ def export_frames(release: Path = typer.Option(..., "--release", help="a release
                   device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (the scorer)")):
     """Write each item's frames as JPEG files and LLaMA-Factory / ms-swift rows whose videos are those lists."""
     from hivau.progress import progress_bar
-    from hivau.tasks.frame_export import export_frames as run_export, items_of, model_scores, read_rows
+    from hivau.schemas.records import read_release_rows
+    from hivau.tasks.release.frame_export import export_frames as run_export
+    from hivau.tasks.release.frame_export import items_of, model_scores
 
     if sampler not in ("ats", "uniform", "topk"):
         raise typer.BadParameter(f"unknown sampler {sampler!r}: use ats, uniform or topk", param_hint="--sampler")
     if model is None and sampler != "uniform":
         console.print(f"no --model: events and videos take uniform frames, not {sampler}")
     scores = model_scores(model, device) if model is not None else None
-    n_items = len(items_of(r for split in ("train", "test") for r in read_rows(release, split)))
+    rows = [r for split in ("train", "test") for r in read_release_rows(release, split, missing_ok=True)]
+    n_items = len(items_of(rows))
     try:
         with progress_bar("frames", n_items) as advance:
             summary = run_export(release, out, n=frames, sampler=sampler, scores=scores, tau=tau,
@@ -262,7 +265,7 @@ def propose(workspace: Path = typer.Option(..., "--workspace"),
             url: Optional[str] = typer.Option(None, "--url", help="Label Studio URL (default $LABEL_STUDIO_URL)")):
     """Let the trained scorer propose anomalous spans on unannotated videos (and send them for review)."""
     from hivau.flows.propose import ProposalSettings, propose_events_flow
-    from hivau.tasks.review import ReviewSettings
+    from hivau.tasks.review.projects import ReviewSettings
 
     out = propose_events_flow(workspace=str(workspace), model=str(model) if model else None,
                               settings=ProposalSettings(threshold=threshold),

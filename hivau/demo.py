@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from hivau.tasks.media import require_binary
+from hivau.tasks.build.media import require_binary
 
 W, H = 320, 240
 COLORS = {  # name -> BGR

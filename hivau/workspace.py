@@ -12,10 +12,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Literal, Optional
 from urllib.parse import quote, unquote
 
 import pyarrow.parquet as pq
@@ -26,6 +26,11 @@ from hivau.schemas.records import TABLE_MODELS, Level, ReviewRecord, arrow_schem
 
 LEVELS: tuple[Level, ...] = ("clip", "event", "video")
 MANIFEST_GENERATIONS = ".manifests"
+
+
+# media folders by kind, under media/
+MediaKind = Literal["event", "clip", "review", "video"]
+MEDIA_FOLDERS: dict[str, str] = {"event": "events", "clip": "clips", "review": "review", "video": "videos"}
 
 
 @contextmanager
@@ -99,23 +104,55 @@ class Workspace:
     def releases(self) -> Path:
         return self.root / "releases"
 
+    @property
+    def models(self) -> Path:
+        """The model registry and the runs that retrain writes."""
+        return self.root / "models"
+
+    def media_dir(self, kind: MediaKind) -> Path:
+        """Cut events and clips, review media (events with context) and browser-playable videos."""
+        return self.media / MEDIA_FOLDERS[kind]
+
     def event_media(self, event_id: str) -> Path:
-        return self.media / "events" / f"{file_name(event_id)}.mp4"
+        return self.media_dir("event") / f"{file_name(event_id)}.mp4"
 
     def clip_media(self, clip_id: str) -> Path:
-        return self.media / "clips" / f"{file_name(clip_id)}.mp4"
+        return self.media_dir("clip") / f"{file_name(clip_id)}.mp4"
 
     def review_media(self, event_id: str) -> Path:
-        return self.media / "review" / f"{file_name(event_id)}.mp4"
+        return self.media_dir("review") / f"{file_name(event_id)}.mp4"
 
     def video_media(self, video_id: str) -> Path:
-        return self.media / "videos" / f"{file_name(video_id)}.mp4"
+        return self.media_dir("video") / f"{file_name(video_id)}.mp4"
 
     def relative(self, path: str | Path) -> str:
         return Path(path).resolve().relative_to(self.root).as_posix()
 
     def segment_state(self, segment_id: str) -> Path:
         return self.state / "segments" / f"{file_name(segment_id)}.json"
+
+    def caption_state(self, clip_id: str) -> Path:
+        """A clip's caption with the key of what made it (captioner, media, settings), for resuming."""
+        return self.state / "captions" / f"{file_name(clip_id)}.json"
+
+    @property
+    def llm_cache(self) -> Path:
+        """Answers of OpenAI-compatible servers by request, so a re-run sends no request twice."""
+        return self.state / "llm_cache"
+
+    @property
+    def review_rule(self) -> Path:
+        """Which annotation counts when a task has several (written by a pull, read by merges)."""
+        return self.state / "review_rule.json"
+
+    def export_snapshot(self, level: str) -> Path:
+        """Scratch copy of a Label Studio export snapshot while a pull reads it."""
+        return self.state / "exports" / f"{level}.json"
+
+    @property
+    def proposal_frames(self) -> Path:
+        """The frame cache of the scorer's proposals on unannotated videos."""
+        return self.state / "proposals" / "frames"
 
     # ---------------------------------------------------------------- the store: one record per video
     @property
@@ -235,7 +272,7 @@ class Workspace:
         folder = self.manifests.resolve()
         return Tables(**{name: [TABLE_MODELS[name].model_validate(row) for row in pq.read_table(path).to_pylist()]
                             if (path := folder / f"{name}.parquet").is_file() else []
-                            for name in ("videos", "events", "clips", "captions", "summaries", "qa")})
+                            for name in ("videos", "events", "clips", "captions", "summaries", "qa", "motion_phrases")})
 
     @contextmanager
     def manifest_set(self) -> Iterator["ManifestSet"]:

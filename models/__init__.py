@@ -1,1 +1,1 @@
-"""Trainer package (anomaly scorer, ATS sampler, motion-aware video LLM); filled by the trainer issue."""
+"""The trainer: anomaly scorer, ATS sampler and motion-aware video LLMs, their recipe (hivau-train) and evaluation."""

@@ -12,19 +12,9 @@ import numpy as np
 
 from hivau.models.motion_input import motion_frames
 from hivau.models.sampler import sample_indices, uniform_indices
+from hivau.schemas.records import InstructionRow, read_release_rows
+from hivau.tasks.build.frames import open_reader
 from hivau.workspace import atomic_target
-
-
-@dataclass
-class Row:
-    id: str
-    item_id: str
-    level: str
-    task: str
-    media: Path
-    prompt: str
-    answer: str
-    source_video: str
 
 
 @dataclass
@@ -42,40 +32,25 @@ class VideoLabels:
         return self.is_anomaly and not self.events
 
 
-def read_rows(release: Path, split: str, levels: Sequence[str] = ("clip", "event", "video"),
-              tasks: Optional[Sequence[str]] = None) -> list[Row]:
-    import pandas as pd
-
-    frame = pd.read_parquet(release / "data" / f"{split}.parquet")
-    frame = frame[frame.level.isin(levels)]
-    if tasks is not None:
-        frame = frame[frame.task.isin(tasks)]
-    return [Row(r.id, r.item_id, r.level, r.task, release / r.media_path, r.prompt, r.answer, r.source_video)
-            for r in frame.sort_values("id").itertuples()]
-
-
 def video_labels(release: Path, split: str) -> list[VideoLabels]:
     """One entry per source video that has a video-level row (its media is the whole video)."""
-    import pandas as pd
-
-    frame = pd.read_parquet(release / "data" / f"{split}.parquet")
-    videos = frame[frame.level == "video"].drop_duplicates("item_id")
-    events = frame[(frame.level == "event") & frame.is_anomaly].drop_duplicates("item_id")
-    out = []
-    for v in videos.sort_values("item_id").itertuples():
-        spans = sorted((float(e.start_s), float(e.end_s)) for e in events[events.source_video == v.item_id].itertuples())
-        out.append(VideoLabels(v.item_id, release / v.media_path, bool(v.is_anomaly), spans))
-    return out
+    rows = read_release_rows(release, split, levels=("video", "event"))
+    videos = {r.item_id: r for r in rows if r.level == "video"}
+    spans: dict[str, set[tuple[float, float]]] = {}
+    for e in rows:
+        if e.level == "event" and e.is_anomaly:
+            spans.setdefault(e.source_video, set()).add((float(e.start_s), float(e.end_s)))
+    return [VideoLabels(v.item_id, release / v.media_path, v.is_anomaly, sorted(spans.get(v.item_id, ())))
+            for _, v in sorted(videos.items())]
 
 
-def motion_targets(rows: Sequence[Row]) -> dict[str, str]:
-    """Per item, its motion phrases (the previous stage's extractor) from its caption or description."""
-    from hivau.tasks.motion import motion_phrases
-
+def motion_targets(rows: Sequence[InstructionRow]) -> dict[str, str]:
+    """Per item, the motion phrases the release gives its caption or description (extracted once, from the
+    reviewed text, when the manifests were written)."""
     out: dict[str, str] = {}
     for row in rows:
         if row.task in ("caption", "description") and row.item_id not in out:
-            out[row.item_id] = "; ".join(p.text for p in motion_phrases(row.answer))
+            out[row.item_id] = "; ".join(row.motion_phrases)
     return out
 
 
@@ -88,8 +63,6 @@ class FrameStore:
         self._lengths: dict[str, tuple[int, float]] = {}
 
     def _reader(self, media: Path):
-        from hivau.tasks.frames import open_reader
-
         return open_reader(str(media), width=self.size, height=self.size)
 
     def length(self, media: Path) -> tuple[int, float]:
@@ -154,7 +127,7 @@ class ItemFrames:
     """Rows as model samples, each decoded when asked for (in a DataLoader worker): (prompt, answer, frames,
     motion frames, motion text), with an item's frames taken at the indices its plan gives."""
 
-    def __init__(self, rows: Sequence[Row], plan: dict[str, tuple[Path, list[int]]], store: FrameStore, n: int,
+    def __init__(self, rows: Sequence[InstructionRow], plan: dict[str, tuple[Path, list[int]]], store: FrameStore, n: int,
                  motion_texts: dict[str, str]):
         self.rows, self.plan, self.store, self.n, self.motion_texts = rows, plan, store, n, motion_texts
 

@@ -8,67 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
-TEXT_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+from hivau.models.config import TrainConfig
+from hivau.models.data import FrameStore, ItemFrames, video_labels
+from hivau.models.holmes_protocol import holmes_protocol
+from hivau.models.holmes_protocol import main as score_predictions
+from hivau.models.io import load_model, read_config
+from hivau.models.metrics import TEXT_METRICS, CaptionScorer, fmt, metrics_rows
+from hivau.schemas.records import read_release_rows
+
 SAMPLERS = ("ats", "uniform", "topk")
-
-
-class CaptionScorer:
-    """COCO caption metrics (pycocoevalcap, PTB-tokenised): BLEU-1..4, METEOR, ROUGE-L, CIDEr.
-
-    METEOR runs the reference Java implementation in one process kept for the scorer's life; without
-    Java it is reported as None, never guessed.
-    """
-
-    def __init__(self, meteor: bool = True):
-        self._meteor = None
-        if meteor and shutil.which("java"):
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            self._meteor = Meteor()
-
-    def __enter__(self) -> "CaptionScorer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._meteor is not None:
-            self._meteor.meteor_p.kill()
-            self._meteor.meteor_p.wait()
-
-    @staticmethod
-    def tokenize(texts: dict[str, list[str]]) -> dict[str, list[str]]:
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-        return PTBTokenizer().tokenize({k: [{"caption": t or "empty"} for t in v] for k, v in texts.items()})
-
-    def score_tokenized(self, gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict:
-        from pycocoevalcap.bleu.bleu import Bleu
-        from pycocoevalcap.cider.cider import Cider
-        from pycocoevalcap.rouge.rouge import Rouge
-
-        if not res:
-            return {"n": 0}
-        out: dict = {"n": len(res)}
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        out.update({f"BLEU-{i + 1}": float(b) for i, b in enumerate(bleu)})
-        out["METEOR"] = float(self._meteor.compute_score(gts, res)[0]) if self._meteor else None
-        out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
-        out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
-        return out
-
-    def score(self, references: dict[str, list[str]], hypotheses: dict[str, str]) -> dict:
-        """Metrics over id -> reference texts and id -> one hypothesis."""
-        if not hypotheses:
-            return {"n": 0}
-        gts = self.tokenize({k: references[k] for k in hypotheses})
-        res = self.tokenize({k: [h] for k, h in hypotheses.items()})
-        return self.score_tokenized(gts, res)
 
 
 def generate_answers(model, store, rows, plan: dict, batch_size: int, max_new_tokens: int,
@@ -78,8 +32,7 @@ def generate_answers(model, store, rows, plan: dict, batch_size: int, max_new_to
 
     import torch
 
-    from hivau.models.data import ItemFrames
-    from hivau.models.train import quiet_worker, to_device
+    from hivau.models.inference import quiet_worker, to_device
 
     items = ItemFrames(rows, plan, store, model.cfg.n_frames, {})
     loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=workers,
@@ -107,9 +60,8 @@ def score_rows(rows, answers: dict[str, str], scorer: CaptionScorer) -> dict:
 
 def scorer_auc(model, store, release: Path, device="cpu", memo: Optional[dict] = None) -> dict:
     """Frame-level ROC AUC of the anomaly scorer over all test videos' frames, pooled."""
-    from hivau.models.data import video_labels
+    from hivau.models.inference import frame_scores
     from hivau.models.scorer import frame_labels, roc_auc
-    from hivau.models.train import frame_scores
 
     labels, scores = [], []
     videos = video_labels(release, "test")
@@ -152,11 +104,7 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
              meteor: bool = True, cache: Optional[Path] = None) -> dict:
     import torch
 
-    from hivau.models.config import TrainConfig
-    from hivau.models.data import FrameStore, read_rows
-    from hivau.models.io import load_model, read_config
-    from hivau.models.protocol import holmes_protocol
-    from hivau.models.train import frame_plan
+    from hivau.models.inference import frame_plan
 
     model_dir, release = Path(model_dir), Path(release).resolve()
     config = read_config(model_dir)
@@ -169,12 +117,12 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
     store = FrameStore(cache or out / "eval_cache", model.cfg.frame_size, model.cfg.motion_mask,
                        model.cfg.motion_threshold)
     max_new = getattr(model.cfg, "max_new_tokens", None) or model.cfg.max_answer_tokens
-    rows = read_rows(release, "test")[:max_rows]
+    rows = read_release_rows(release, "test", by_id=True)[:max_rows]
     if not rows:
         raise ValueError(f"{release} has no test rows to evaluate on")
     torch.manual_seed(0)
     memo: dict = {}  # frame scores per media file, shared by the samplers and the AUC
-    plan = frame_plan(model, store, rows, train_cfg, device, sampler=train_cfg.sampler, memo=memo)
+    plan = frame_plan(model, store, release, rows, train_cfg, device, sampler=train_cfg.sampler, memo=memo)
     answers = generate_answers(model, store, rows, plan, batch_size, max_new)
     # the same answers in `hivau-eval --predictions` form, so the two paths can be compared
     (out / "predictions.jsonl").write_text("".join(json.dumps({"id": r.id, "answer": answers[r.id]}) + "\n"
@@ -188,7 +136,7 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
         for name in samplers:
             said = answers
             if name != train_cfg.sampler:
-                picked = frame_plan(model, store, long_rows, train_cfg, device, name, memo)
+                picked = frame_plan(model, store, release, long_rows, train_cfg, device, name, memo)
                 said = generate_answers(model, store, long_rows, picked, batch_size, max_new)
             ablation[name] = {lvl: m for lvl, m in score_rows(long_rows, said, scorer).items() if ":" not in lvl}
     metrics["ablation"] = ablation
@@ -200,28 +148,18 @@ def evaluate(model_dir: str | Path, release: str | Path, out: Optional[str | Pat
     return metrics
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def metrics_rows(metrics: dict) -> list[dict]:
-    """One row per level (and level:task) with every text metric; the table artifact's rows."""
-    return [{"group": name, "n": m.get("n", 0), **{k: m.get(k) for k in TEXT_METRICS}}
-            for name, m in metrics["text"].items()]
-
-
 def metrics_table(metrics: dict, previous: Optional[dict] = None) -> str:
     lines = ["| group | n | " + " | ".join(TEXT_METRICS) + " |", "|" + "---|" * (len(TEXT_METRICS) + 2)]
-    lines += [f"| {r['group']} | {r['n']} | " + " | ".join(_fmt(r[k]) for k in TEXT_METRICS) + " |"
+    lines += [f"| {r['group']} | {r['n']} | " + " | ".join(fmt(r[k]) for k in TEXT_METRICS) + " |"
               for r in metrics_rows(metrics)]
-    lines += ["", f"Scorer frame AUC: {_fmt(metrics['scorer'].get('auc'))} over {metrics['scorer'].get('videos')} "
+    lines += ["", f"Scorer frame AUC: {fmt(metrics['scorer'].get('auc'))} over {metrics['scorer'].get('videos')} "
                   "test videos", "", "| sampler | level | BLEU-4 | CIDEr | METEOR |", "|---|---|---|---|---|"]
     for name, levels in metrics.get("ablation", {}).items():
-        lines += [f"| {name} | {lvl} | {_fmt(m.get('BLEU-4'))} | {_fmt(m.get('CIDEr'))} | {_fmt(m.get('METEOR'))} |"
+        lines += [f"| {name} | {lvl} | {fmt(m.get('BLEU-4'))} | {fmt(m.get('CIDEr'))} | {fmt(m.get('METEOR'))} |"
                   for lvl, m in levels.items()]
     if previous:
         lines += ["", "| headline | previous | this |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(previous['headline'].get(k))} | {_fmt(v)} |" for k, v in metrics["headline"].items()]
+        lines += [f"| {k} | {fmt(previous['headline'].get(k))} | {fmt(v)} |" for k, v in metrics["headline"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -231,7 +169,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", help="a model folder written by hivau-train")
     parser.add_argument("--release", help="a release folder (its data/test.parquet is scored)")
     parser.add_argument("--predictions", help="a JSONL of {id, answer} from any model: scored without a model, "
-                                              "Holmes-VAU's protocol beside our table (hivau.models.protocol)")
+                                              "Holmes-VAU's protocol beside our table (hivau.models.holmes_protocol)")
     parser.add_argument("--references", help="with --predictions, instead of --release: a HIVAU-format test JSONL "
                                              "(id, type, task, video, prompt, anwser)")
     parser.add_argument("--strict", action="store_true", help="with --predictions: exit 1 if ids are missing or unknown")
@@ -243,8 +181,6 @@ def main(argv=None) -> None:
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java)")
     args = parser.parse_args(argv)
     if args.predictions:
-        from hivau.models.protocol import main as score_predictions
-
         return score_predictions(args, parser)
     if not (args.model and args.release) or args.references:
         parser.error("give --model and --release (or --predictions FILE with --release or --references)")

@@ -4,7 +4,7 @@ The checkpoint is loaded as it is (`AutoModelForImageTextToText`, `AutoProcessor
 processor as videos and the prompt through its own chat template. The motion frames pass through the same
 vision tower with weights of their own (LoRA adapters on a twin that shares the frozen base weights, or a full
 copy) and a copy of the model's projector, and enter the prompt as a second video after the appearance one.
-Loss = L_VL + t1 L_MV + t2 L_ML as in `hivau.models.vlm`.
+Loss = L_VL + t1 L_MV + t2 L_ML as in `hivau.models.composed_vlm`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
-from torch.nn import functional as F
 
+from hivau.models import interface
 from hivau.models.config import ScorerConfig, Strict
+from hivau.models.interface import IGNORE, MOTION_PROMPT, Losses
 from hivau.models.scorer import AnomalyScorer
-from hivau.models.vlm import MOTION_PROMPT, Losses
-
-IGNORE = -100
 
 
 class VLMConfig(Strict):
@@ -166,10 +164,10 @@ def frame_features(family: str, core: nn.Module, pixels: dict, n: int, dtype: to
 class VideoChatCollator:
     """Rows and their frames -> token ids, labels and pixel tensors, through the checkpoint's processor.
 
-    The prompt is the chat template's user turn (video, motion video, instruction) with the generation prompt;
-    the answer is tokenised apart and appended with what the template writes around an assistant turn, so the
-    labels cover the answer and its end-of-turn exactly. Nothing is cut below `max_length`; longer rows are cut
-    there and counted (`over_length`).
+    The prompt is the chat template's user turn (video, motion video, instruction) with the generation prompt, exactly
+    as inference renders it; the answer is tokenised apart and appended with the end of turn the template writes after
+    an assistant message, so the labels cover what the model must write after that prompt: the answer and its end of
+    turn. Nothing is cut below `max_length`; longer rows are cut there and counted (`over_length`).
     """
 
     def __init__(self, processor, family: str, max_length: int, placeholder_id: int, motion: bool = True):
@@ -179,15 +177,23 @@ class VideoChatCollator:
         self.answer_prefix, self.answer_suffix = self._answer_frame()
 
     def _answer_frame(self) -> tuple[str, str]:
+        """(text the model writes before the answer, end of turn after it), read off the chat template.
+
+        The end of turn is what the template renders after an assistant message. The prefix is what it renders between
+        its generation prompt and the message when a conversation extends the prompt; templates whose turns open
+        otherwise than their generation prompt (llava-hf's LLaVA-OneVision: "<|im_start|>assistant " in a turn,
+        "<|im_start|>assistant\\n" as the prompt) get none, since inference gives the model the prompt and the answer
+        comes right after it.
+        """
         user = [{"role": "user", "content": [{"type": "text", "text": "Q"}]}]
         marker = "\x00ANSWER\x00"
         prompt = self.processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
         full = self.processor.apply_chat_template(
             user + [{"role": "assistant", "content": [{"type": "text", "text": marker}]}], tokenize=False)
-        if not full.startswith(prompt) or marker not in full:
-            raise ValueError("the chat template does not render an assistant turn after its generation prompt")
-        before, after = full[len(prompt):].split(marker)
-        return before, after
+        if full.count(marker) != 1:
+            raise ValueError("the chat template does not render an assistant message's text")
+        before, after = full.split(marker)
+        return (before[len(prompt):] if before.startswith(prompt) else ""), after
 
     def prompt_text(self, prompt: str, n_videos: int) -> str:
         content = [{"type": "video"}] * n_videos + [{"type": "text", "text": prompt}]
@@ -245,7 +251,7 @@ class VideoChatCollator:
         if "mm_token_type_ids" in items[0]:
             out["mm_token_type_ids"] = torch.zeros(len(items), width, dtype=torch.long)
         for row, item in enumerate(items):
-            span = slice(width - len(item["input_ids"]), width) if left else slice(0, len(item["input_ids"]))
+            span = interface.pad_span(width, len(item["input_ids"]), left)
             out["input_ids"][row, span], out["labels"][row, span] = item["input_ids"], item["labels"]
             out["attention_mask"][row, span] = 1
             if "mm_token_type_ids" in out:
@@ -348,13 +354,11 @@ class PretrainedVideoLLM(nn.Module):
         if self.cfg.lm_train == "full":
             lm.requires_grad_(True)
         elif self.cfg.lm_train == "lora":
-            from peft import LoraConfig, inject_adapter_in_model
+            from peft import inject_adapter_in_model
 
-            lora = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=0.0, bias="none",
-                              target_modules=self.cfg.lora_targets)
+            lora = interface.lora_config(self.cfg.lora_r, self.cfg.lora_alpha, self.cfg.lora_targets)
             inject_adapter_in_model(lora, lm, adapter_name="lm")
-            for name, p in lm.named_parameters():
-                p.requires_grad_("lora_" in name)
+            interface.train_adapters_only(lm)
 
     def _add_motion_branch(self) -> None:
         """The motion tower: the appearance tower's twin with LoRA (or a full copy), with a trainable projector copy."""
@@ -366,15 +370,13 @@ class PretrainedVideoLLM(nn.Module):
         if self.cfg.motion_branch == "copy":
             twin = copy.deepcopy(tower).requires_grad_(True)
         else:
-            from peft import LoraConfig, inject_adapter_in_model
+            from peft import inject_adapter_in_model
 
             twin = shared_twin(tower)
             targets = linear_names(twin, skip=inner)
-            lora = LoraConfig(r=self.cfg.motion_lora_r, lora_alpha=2 * self.cfg.motion_lora_r, lora_dropout=0.0,
-                              bias="none", target_modules=targets)
+            lora = interface.lora_config(self.cfg.motion_lora_r, 2 * self.cfg.motion_lora_r, targets)
             inject_adapter_in_model(lora, twin, adapter_name="motion")
-            for name, p in twin.named_parameters():
-                p.requires_grad_("lora_" in name)
+            interface.train_adapters_only(twin)
         projector = copy.deepcopy(self.appearance_projector()).requires_grad_(True)
         if self.spec.projector_in_tower:  # registered once, inside the twin, as in the model itself
             twin._modules[self.spec.projector], projector = projector, None
@@ -390,9 +392,7 @@ class PretrainedVideoLLM(nn.Module):
         return []  # the towers' own weights never train here (the motion branch's adapters are not an encoder)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint holds: every trainable weight, and the scorer (trained in stage 1, frozen after)."""
-        return {k: p.detach() for k, p in self.named_parameters()
-                if p.requires_grad or k.startswith(("scorer.", "scorer_projector."))}
+        return interface.trainable_state(self, also=("scorer.", "scorer_projector."))
 
     # ------------------------------------------------------------ features
     def appearance_features(self, videos: dict) -> list[torch.Tensor]:
@@ -439,12 +439,12 @@ class PretrainedVideoLLM(nn.Module):
         if mot is not None and t1:
             pooled_v = torch.stack([t.mean(0) for t in app]).float()
             pooled_m = torch.stack([t.mean(0) for t in mot]).float()
-            mv = (1 - F.cosine_similarity(self.compress_v(pooled_v), self.compress_m(pooled_m), dim=-1)).mean()
+            mv = interface.motion_alignment(self.compress_v(pooled_v), self.compress_m(pooled_m))
         if mot is not None and t2 and batch.get("ml_items"):
             seq = batch["ml"]
             ml_inputs = self._lm_inputs(seq, [mot[k] for k in batch["ml_items"]])
             ml = self.vlm(**ml_inputs, labels=seq["labels"].to(ml_inputs["attention_mask"].device)).loss
-        return Losses(vl + t1 * mv + t2 * ml, vl, mv, ml)
+        return Losses.of(vl, mv, ml, t1, t2)
 
     # ------------------------------------------------------------ inference
     @torch.inference_mode()

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hivau.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    from hivau.models.interface import VideoLLM
 
 MODEL_TYPE = "hivau-vlm"
 VIDEO_VLM_TYPE = "hivau-video-vlm"  # the vlm preset: a pretrained Hugging Face VLM plus hivau's branches
@@ -32,7 +36,8 @@ def save_model(model, out: str | Path, card: str, extra: dict | None = None, mod
     A vlm-preset model is written as its trainable weights over the base checkpoint (`adapters`), or with the
     LM's LoRA merged into a full Hugging Face checkpoint in `hf/` that any tool loads (`merged`; this merges
     the live model in place, so it is the last thing a run does)."""
-    from safetensors.torch import save_file, save_model as save_safetensors
+    from safetensors.torch import save_file
+    from safetensors.torch import save_model as save_safetensors
 
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -81,11 +86,10 @@ def merge_lora(module) -> int:
 
 def load_video_vlm(path: Path, config: dict, device: str = "cpu"):
     """A vlm-preset model: its base (or merged) checkpoint, then its trainable weights."""
+    import torch
     from safetensors.torch import load_file
 
     from hivau.models.hf_vlm import PretrainedVideoLLM, VLMConfig
-
-    import torch
 
     cfg = VLMConfig.model_validate(config["hivau_vlm"])
     base = path / cfg.model_path if config.get("form") == "merged" else Path(cfg.model_path)
@@ -98,11 +102,11 @@ def load_video_vlm(path: Path, config: dict, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def load_model(path: str | Path, device: str = "cpu"):
+def load_model(path: str | Path, device: str = "cpu") -> VideoLLM:
     from safetensors.torch import load_model as load_safetensors
     from transformers import AutoTokenizer
 
-    from hivau.models.vlm import HivauVLM
+    from hivau.models.composed_vlm import HivauVLM
 
     path = Path(path)
     config = json.loads((path / "config.json").read_text())

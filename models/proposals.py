@@ -36,7 +36,7 @@ def propose_events(frame_scores: Sequence[float], fps: float, threshold: float =
 
 def score_video(model, store, path: Path) -> tuple[np.ndarray, float]:
     """Per-frame anomaly scores of a whole video and its fps."""
-    from hivau.models.train import frame_scores
+    from hivau.models.inference import frame_scores
 
     _, fps = store.length(path)
     return frame_scores(model, store, path, next(model.parameters()).device), fps

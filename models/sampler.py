@@ -6,7 +6,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from hivau.tasks.segments import uniform_frame_indices
+from hivau.tasks.build.segments import uniform_frame_indices
 
 SamplerName = Literal["ats", "uniform", "topk"]
 

@@ -20,12 +20,23 @@ from typing import Optional
 import numpy as np
 import torch
 
+from hivau.models.composed_vlm import HivauVLM
 from hivau.models.config import ModelConfig, TrainConfig
-from hivau.models.data import (FrameStore, ItemFrames, Row, StepInputs, motion_targets, read_rows, sampled_indices,
-                               video_labels)
-from hivau.models.sampler import uniform_indices
-from hivau.models.sampler import scores_to_frames
+from hivau.models.data import FrameStore, ItemFrames, StepInputs, motion_targets, video_labels
+from hivau.models.inference import (
+    frame_plan,
+    frame_store,
+    frozen_features,
+    quiet_worker,
+    snippet_features_of,
+    to_device,
+)
+from hivau.models.interface import MOTION_PROMPT, VideoLLM
+from hivau.models.io import save_model
+from hivau.models.presets import pretrained, tiny, train_tokenizer
 from hivau.models.scorer import mil_ranking, snippet_bce, snippet_targets
+from hivau.models.hf_vlm import PretrainedVideoLLM, VLMConfig
+from hivau.schemas.records import InstructionRow, read_release_rows
 from hivau.workspace import atomic_target, atomic_write_bytes
 
 
@@ -59,11 +70,8 @@ def log(out: Path, rank: int, record: dict) -> None:
         fh.write(line + "\n")
 
 
-def build_tokenizer(cfg: TrainConfig, rows: list[Row], motion: dict[str, str]):
+def build_tokenizer(cfg: TrainConfig, rows: list[InstructionRow], motion: dict[str, str]):
     """A pretrained LM brings its tokenizer; small models built here get one trained on the release's text."""
-    from hivau.models.presets import train_tokenizer
-    from hivau.models.vlm import MOTION_PROMPT
-
     if cfg.text_path():
         from transformers import AutoTokenizer
 
@@ -77,8 +85,6 @@ def build_tokenizer(cfg: TrainConfig, rows: list[Row], motion: dict[str, str]):
 
 def vlm_config(cfg: TrainConfig):
     """The vlm preset's settings: preset_options, with --dtype, --gradient-checkpointing and --scorer-epochs."""
-    from hivau.models.hf_vlm import VLMConfig
-
     vcfg = VLMConfig.model_validate(cfg.preset_options)
     update = {k: getattr(cfg, k) for k in ("dtype", "gradient_checkpointing") if getattr(cfg, k) is not None}
     if cfg.scorer_epochs is not None:
@@ -86,21 +92,15 @@ def vlm_config(cfg: TrainConfig):
     return vcfg.model_copy(update=update)
 
 
-def build_model(cfg: TrainConfig, rows: list[Row], motion: dict[str, str], device):
+def build_model(cfg: TrainConfig, rows: list[InstructionRow], motion: dict[str, str], device) -> VideoLLM:
     """The model a run trains: a pretrained video VLM (vlm preset), or encoders and an LM joined by projectors."""
     if cfg.preset == "vlm":
-        from hivau.models.hf_vlm import PretrainedVideoLLM
-
         return PretrainedVideoLLM(vlm_config(cfg), device).to(device)
-    from hivau.models.vlm import HivauVLM
-
     tokenizer = build_tokenizer(cfg, rows, motion)
     return HivauVLM(model_config(cfg, len(tokenizer)), tokenizer).to(device)
 
 
 def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
-    from hivau.models.presets import pretrained, tiny
-
     if cfg.preset == "tiny":
         model = tiny(vocab_size, **cfg.preset_options)
     elif cfg.preset == "pretrained":
@@ -115,70 +115,6 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
 
 
 # ---------------------------------------------------------------- stage 1: the anomaly scorer
-class SnippetFeatures:
-    """Frozen encoders' snippet features per media file: computed once, a chunk of frames at a time, and kept
-    on disk, so that the scorer's epochs never hold a release's frames or features in memory."""
-
-    def __init__(self, model, store: FrameStore, folder: Optional[Path], device):
-        self.model, self.store, self.folder, self.device = model, store, folder, device
-
-    def _path(self, media: Path) -> Optional[Path]:
-        if self.folder is None:
-            return None
-        stat = media.stat()
-        key = json.dumps([str(media), stat.st_size, stat.st_mtime_ns, self.model.cfg.scorer.stride])
-        return self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
-
-    def get(self, media: Path) -> torch.Tensor:
-        path = self._path(media)
-        if path is not None and path.is_file():
-            return torch.from_numpy(np.load(path)).to(self.device)
-        _, frames, motion = self.store.snippets(media, self.model.cfg.scorer.stride)
-        with torch.no_grad():
-            feats = self.model.snippet_features(frames, motion).float()
-        if path is not None:
-            with atomic_target(path) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, feats.cpu().numpy())
-        return feats.to(self.device)
-
-
-def snippet_features_of(model, store: FrameStore, media: Path, frozen: Optional[SnippetFeatures],
-                        flip: bool = False) -> torch.Tensor:
-    """A media file's scorer inputs: from the frozen cache, or through the encoders (with gradients)."""
-    if frozen is not None:
-        return frozen.get(media)
-    _, frames, motion = store.snippets(media, model.cfg.scorer.stride)
-    if flip:  # mirror: anomalies have no side
-        frames, motion = np.ascontiguousarray(frames[:, :, ::-1]), np.ascontiguousarray(motion[:, :, ::-1])
-    return model.snippet_features(frames, motion)
-
-
-def snippet_scores(model, store: FrameStore, media: Path, device, frozen: Optional[SnippetFeatures] = None):
-    """Sigmoid scores of one media file's snippets."""
-    with torch.no_grad():
-        feats = snippet_features_of(model, store, media, frozen).to(device)
-        return torch.sigmoid(model.scorer(feats[None]))[0].float().cpu().numpy()
-
-
-def frame_scores(model, store: FrameStore, media: Path, device, memo: Optional[dict] = None,
-                 frozen: Optional[SnippetFeatures] = None) -> np.ndarray:
-    """Per-frame scores of a media file; `memo` keeps them for callers that ask again with the same scorer."""
-    if memo is not None and str(media) in memo:
-        return memo[str(media)]
-    n, _ = store.length(media)
-    scores = scores_to_frames(snippet_scores(model, store, media, device, frozen), model.cfg.scorer.stride, n)
-    if memo is not None:
-        memo[str(media)] = scores
-    return scores
-
-
-def frozen_features(model, store: FrameStore, out: Path, device) -> Optional[SnippetFeatures]:
-    """The on-disk snippet features when the scorer's encoders are frozen (None: they train with it)."""
-    if model.cfg.scorer.train_encoders:
-        return None
-    return SnippetFeatures(model, store, out / "cache" / "snippets", device)
-
-
 def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, device, out: Path, rank: int) -> dict:
     """Per-snippet BCE on videos whose events are known; MIL ranking for anomalous videos without events.
 
@@ -224,43 +160,11 @@ def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, devi
 
 
 # ---------------------------------------------------------------- stage 2: the video LLM
-def frame_plan(model, store: FrameStore, rows: list[Row], cfg: TrainConfig, device, sampler: Optional[str] = None,
-               memo: Optional[dict] = None, frozen: Optional[SnippetFeatures] = None) -> dict[str, tuple[Path, list[int]]]:
-    """Which frames each item is trained on: uniform for clips, the sampler over scorer scores for events and
-    videos. Only indices are kept (a few ints per item); the frames are decoded per step."""
-    plan = {}
-    n = model.cfg.n_frames
-    for row in rows:
-        if row.item_id in plan:
-            continue
-        count, _ = store.length(row.media)
-        if row.level == "clip":
-            plan[row.item_id] = (row.media, uniform_indices(count, n))
-            continue
-        scores = frame_scores(model, store, row.media, device, memo, frozen)
-        plan[row.item_id] = (row.media, sampled_indices(count, n, sampler or cfg.sampler, scores, cfg.tau,
-                                                        cfg.candidate_stride))
-    return plan
-
-
-def frame_store(cfg: TrainConfig, model, out: Path) -> FrameStore:
-    cache = None if cfg.frame_cache == "none" else Path(cfg.frame_cache) if cfg.frame_cache else out / "cache" / "frames"
-    return FrameStore(cache, model.cfg.frame_size, model.cfg.motion_mask, model.cfg.motion_threshold)
-
-
-def quiet_worker(_: int) -> None:
-    torch.set_num_threads(1)  # decoding workers must not compete with the training threads
-
-
 def step_loader(dataset, steps: range, workers: int):
     """A DataLoader over optimiser steps: each element is one step's collated micro-batches."""
     return torch.utils.data.DataLoader(dataset, sampler=steps, batch_size=None, num_workers=workers,
                                        worker_init_fn=quiet_worker if workers else None,
                                        prefetch_factor=2 if workers else None)
-
-
-def to_device(inputs: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
 
 
 def micro_batches(n_rows: int, step: int, cfg: TrainConfig, rank: int, world: int, steps_per_epoch: int):
@@ -355,93 +259,144 @@ def model_card(cfg: TrainConfig, model_cfg: ModelConfig, summary: dict) -> str:
         "", "Load with `hivau.models.io.load_model(path)`; evaluate with `hivau-eval --model PATH --release DIR`.", ""])
 
 
-def train(cfg: TrainConfig) -> dict:
-    if not cfg.release or not cfg.out:
-        raise ValueError("a release folder and an output folder are required (--release, --out)")
-    release, out = Path(cfg.release).resolve(), Path(cfg.out).resolve()
-    if not (release / "manifest.json").is_file():
-        raise FileNotFoundError(f"{release} is not a hivau release (no manifest.json)")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    rank, world, device = setup_distributed(cfg.device)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    started = time.time()
+class TrainRecipe:
+    """`hivau-train` as a recipe: set-up, data, model, optimiser (after the scorer stage), the step loop and its
+    checkpoints, each a method; `run()` goes through them in order. One instance per process (DDP rank)."""
 
-    rows = read_rows(release, "train", cfg.levels, cfg.tasks)
-    if not rows:
-        raise ValueError(f"{release} has no training rows for levels {cfg.levels} and tasks {cfg.tasks}")
-    motion = motion_targets(rows)
-    model = build_model(cfg, rows, motion, device)
-    store = frame_store(cfg, model, out)
-    lengths = model.collator().length_report(rows, model.cfg.n_frames, model.cfg.frame_size) \
-        if cfg.preset == "vlm" else {}
-    if lengths:
-        log(out, rank, {"stage": "lengths", **lengths})
+    def __init__(self, cfg: TrainConfig):
+        if not cfg.release or not cfg.out:
+            raise ValueError("a release folder and an output folder are required (--release, --out)")
+        self.cfg, self.release, self.out = cfg, Path(cfg.release).resolve(), Path(cfg.out).resolve()
+        if not (self.release / "manifest.json").is_file():
+            raise FileNotFoundError(f"{self.release} is not a hivau release (no manifest.json)")
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.rank, self.world, self.device = setup_distributed(cfg.device)
+        self.out.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.seed)
+        self.started = time.time()
+        self.step, self.report = 0, {}
 
-    per_step = cfg.batch_size * cfg.grad_accum * world
-    steps_per_epoch = max(1, len(rows) // per_step)
-    total = cfg.max_steps if cfg.max_steps is not None else max(1, int(cfg.epochs * steps_per_epoch))
-    checkpoint = latest_checkpoint(out)
-    scorer_report = {}
-    if checkpoint is None:
-        scorer_report = train_scorer(model, store, release, cfg, device, out, rank)
-    model.scorer.requires_grad_(False)  # stage 2 trains the language side only
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total, cfg))
-    step = restore(checkpoint, model, optimizer, scheduler) if checkpoint else 0
-    if checkpoint:
-        log(out, rank, {"resumed_from": checkpoint.name, "step": step})
+    def log(self, record: dict) -> None:
+        log(self.out, self.rank, record)
 
-    plan = frame_plan(model, store, rows, cfg, device, frozen=frozen_features(model, store, out, device))
-    dataset = StepInputs(ItemFrames(rows, plan, store, model.cfg.n_frames, motion), model.collator(),
-                         lambda k: list(micro_batches(len(rows), k, cfg, rank, world, steps_per_epoch)))
-    ddp = model
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True,
-                                                        device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.bf16)
-    model.train()
-    meta = {"release": str(release), "world": world}
-    for micro in step_loader(dataset, range(step, min(total, cfg.stop_at or total)), cfg.workers):
-        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
-            log(out, rank, {"stopped": "max_minutes", "step": step})
-            break
-        optimizer.zero_grad(set_to_none=True)
+    def setup_data(self) -> None:
+        """The release's training rows and their motion-phrase targets."""
+        cfg = self.cfg
+        self.rows = read_release_rows(self.release, "train", cfg.levels, cfg.tasks, by_id=True)
+        if not self.rows:
+            raise ValueError(f"{self.release} has no training rows for levels {cfg.levels} and tasks {cfg.tasks}")
+        self.motion = motion_targets(self.rows)
+        per_step = cfg.batch_size * cfg.grad_accum * self.world
+        self.steps_per_epoch = max(1, len(self.rows) // per_step)
+        self.total = cfg.max_steps if cfg.max_steps is not None else max(1, int(cfg.epochs * self.steps_per_epoch))
+
+    def setup_model(self) -> None:
+        """The model, its frame store, and (vlm preset) how long the rows are in its tokens."""
+        self.model = build_model(self.cfg, self.rows, self.motion, self.device)
+        self.store = frame_store(self.cfg, self.model, self.out)
+        model_cfg = self.model.cfg
+        self.lengths = self.model.collator().length_report(self.rows, model_cfg.n_frames, model_cfg.frame_size)
+        if self.lengths:
+            self.log({"stage": "lengths", **self.lengths})
+
+    def setup_optimizer(self) -> None:
+        """Stage 1 (the scorer) on a fresh run; then the optimiser and schedule of stage 2, resumed when a
+        checkpoint exists (its scorer is restored with it)."""
+        checkpoint = latest_checkpoint(self.out)
+        if checkpoint is None:
+            self.report = train_scorer(self.model, self.store, self.release, self.cfg, self.device, self.out, self.rank)
+        self.model.scorer.requires_grad_(False)  # stage 2 trains the language side only
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_at(s, self.total, self.cfg))
+        if checkpoint:
+            self.step = restore(checkpoint, self.model, self.optimizer, self.scheduler)
+            self.log({"resumed_from": checkpoint.name, "step": self.step})
+
+    def setup_loader(self):
+        """Which frames each item gets, then a loader of whole optimiser steps from `self.step` on."""
+        cfg, model = self.cfg, self.model
+        frozen = frozen_features(model, self.store, self.out, self.device)
+        plan = frame_plan(model, self.store, self.release, self.rows, cfg, self.device, frozen=frozen)
+        dataset = StepInputs(ItemFrames(self.rows, plan, self.store, model.cfg.n_frames, self.motion),
+                             model.collator(), lambda k: list(micro_batches(len(self.rows), k, cfg, self.rank,
+                                                                            self.world, self.steps_per_epoch)))
+        self.ddp = model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, device_ids=ids)
+        return step_loader(dataset, range(self.step, min(self.total, cfg.stop_at or self.total)), cfg.workers)
+
+    def train_step(self, micro: list[dict]) -> dict[str, float]:
+        """One optimiser step over its micro-batches; returns the mean of each loss term."""
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and self.cfg.bf16)
+        self.optimizer.zero_grad(set_to_none=True)
         sums = {"total": 0.0, "vl": 0.0, "mv": 0.0, "ml": 0.0}
         for m, inputs in enumerate(micro):
             inputs.pop("over_length")
             # DDP averages gradients on the last micro-batch only
-            accumulate = ddp.no_sync() if world > 1 and m < len(micro) - 1 else contextlib.nullcontext()
+            last = m == len(micro) - 1
+            accumulate = self.ddp.no_sync() if self.world > 1 and not last else contextlib.nullcontext()
             with accumulate, autocast:
-                losses = ddp(**to_device(inputs, device), t1=cfg.t1, t2=cfg.t2)
+                losses = self.ddp(**to_device(inputs, self.device), t1=self.cfg.t1, t2=self.cfg.t2)
                 (losses.total / len(micro)).backward()
             for k, v in losses.as_floats().items():
                 sums[k] += v / len(micro)
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        if step % cfg.log_every == 0 or step == total:
-            log(out, rank, {"stage": "vlm", "step": step, "lr": scheduler.get_last_lr()[0],
-                            **{k: round(v, 4) for k, v in sums.items()}, "elapsed_s": round(time.time() - started, 1)})
-        if rank == 0 and (step % cfg.save_every == 0):
-            save_checkpoint(out, step, model, optimizer, scheduler, meta, cfg.keep_last)
-    summary = {"steps": step, "seconds": round(time.time() - started, 1), "rows": len(rows), "world": world,
-               "device": str(device), **lengths, **scorer_report}
-    if world > 1:  # each rank records a digest of its weights: DDP keeps them identical
-        (out / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "digest": weights_digest(model)}))
-    if rank == 0:
-        from hivau.models.io import save_model
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return sums
 
-        save_checkpoint(out, step, model, optimizer, scheduler, meta, cfg.keep_last)
-        save_model(model, out / "model", model_card(cfg, model.cfg, summary), mode=cfg.save,
-                   extra={"release": str(release), "train": cfg.model_dump(mode="json", exclude={"model"}),
-                          "summary": summary})
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    return summary
+    def save_checkpoint(self) -> None:
+        save_checkpoint(self.out, self.step, self.model, self.optimizer, self.scheduler,
+                        {"release": str(self.release), "world": self.world}, self.cfg.keep_last)
+
+    def train(self) -> None:
+        """Stage 2: the step loop, logging and checkpointing as configured, until the last step or `max_minutes`."""
+        cfg = self.cfg
+        self.model.train()
+        for micro in self.setup_loader():
+            if cfg.max_minutes and time.time() - self.started > cfg.max_minutes * 60:
+                self.log({"stopped": "max_minutes", "step": self.step})
+                break
+            sums = self.train_step(micro)
+            if self.step % cfg.log_every == 0 or self.step == self.total:
+                self.log({"stage": "vlm", "step": self.step, "lr": self.scheduler.get_last_lr()[0],
+                          **{k: round(v, 4) for k, v in sums.items()},
+                          "elapsed_s": round(time.time() - self.started, 1)})
+            if self.rank == 0 and self.step % cfg.save_every == 0:
+                self.save_checkpoint()
+
+    def finish(self) -> dict:
+        """The last checkpoint, the final model and its card (rank 0); each rank's weight digest under DDP."""
+        summary = {"steps": self.step, "seconds": round(time.time() - self.started, 1), "rows": len(self.rows),
+                   "world": self.world, "device": str(self.device), **self.lengths, **self.report}
+        if self.world > 1:  # each rank records a digest of its weights: DDP keeps them identical
+            (self.out / f"rank{self.rank}.json").write_text(json.dumps({"rank": self.rank,
+                                                                         "digest": weights_digest(self.model)}))
+        if self.rank == 0:
+            self.save_checkpoint()
+            save_model(self.model, self.out / "model", model_card(self.cfg, self.model.cfg, summary),
+                       mode=self.cfg.save, extra={"release": str(self.release),
+                                                  "train": self.cfg.model_dump(mode="json", exclude={"model"}),
+                                                  "summary": summary})
+        if self.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        return summary
+
+    def run(self) -> dict:
+        self.setup_data()
+        self.setup_model()
+        self.setup_optimizer()
+        self.train()
+        return self.finish()
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train on a release as `cfg` says; returns the run summary (also in OUT/model's card and config)."""
+    return TrainRecipe(cfg).run()
 
 
 def parse_args(argv=None) -> TrainConfig:

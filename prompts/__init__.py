@@ -1,4 +1,5 @@
-"""Versioned prompt templates for the LLM stages, one file per task; every output records the version."""
+"""Versioned prompt templates for the LLM stages, one file per task (every output records the version), and the
+instruction question pools of release rows (`questions.py`)."""
 
 from __future__ import annotations
 

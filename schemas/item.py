@@ -8,7 +8,16 @@ from typing import Iterable, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from hivau.schemas.records import (
-    AnnotationFormat, Caption, Clip, Event, MotionPhraseRecord, QAPair, QuarantineRecord, SourceVideo, Summary,
+    AnnotationFormat,
+    Caption,
+    Clip,
+    Event,
+    MotionPhraseRecord,
+    QAPair,
+    QuarantineLevel,
+    QuarantineRecord,
+    SourceVideo,
+    Summary,
 )
 
 # A record's progress through the build; `done` and `quarantined` are final (only those reach the manifests).
@@ -79,6 +88,23 @@ class VideoItem(BaseModel):
     def is_anomaly(self) -> bool:
         return bool(self.labels) and not any(label.lower() == "normal" for label in self.labels)
 
+    def advance(self, status: Status) -> None:
+        """Record that a stage finished this video; a quarantined record stays quarantined. Only the task layer
+        calls this, and an unfinished record's status says where a stopped build left it."""
+        if self.status != "quarantined":
+            self.status = status
+
+    def failure(self, item_id: str, level: QuarantineLevel, stage: str, reason: str, detail: str) -> QuarantineRecord:
+        """The quarantine record of this video or one of its segments: every stage reports failures this way."""
+        return QuarantineRecord(item_id=item_id, video_id=self.video_id, level=level, reason=reason, detail=detail,
+                                stage=stage, source=self.source)
+
+    def video_row(self) -> SourceVideo:
+        """The video's manifest row: what the probe measured of the file, with the labels this record owns (the
+        annotation's, or a reviewer's who kept anomalous spans on an unannotated video)."""
+        return self.probe.model_copy(update={"labels": list(self.labels), "is_anomaly": self.is_anomaly,
+                                             "source_format": self.source_format})
+
 
 class BatchRecord(BaseModel):
     """One batch of input (an annotation file and its videos folder) as last built into a workspace."""
@@ -107,6 +133,7 @@ class Tables:
     captions: list[Caption] = field(default_factory=list)
     summaries: list[Summary] = field(default_factory=list)
     qa: list[QAPair] = field(default_factory=list)
+    motion_phrases: list[MotionPhraseRecord] = field(default_factory=list)
 
     @classmethod
     def of(cls, items: Iterable[VideoItem]) -> "Tables":
@@ -115,10 +142,11 @@ class Tables:
         for item in items:
             if item.status != "done" or item.probe is None:
                 continue
-            out.videos.append(item.probe)
+            out.videos.append(item.video_row())
             out.events += item.planned_events
             out.clips += item.planned_clips
             out.captions += item.captions
             out.summaries += item.summaries
             out.qa += item.qa
+            out.motion_phrases += item.motion_phrases
         return out

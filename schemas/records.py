@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = "1.1"  # 1.1: reviews by span, every annotation kept, rows name their annotation
+# 1.1: reviews by span, every annotation kept, rows name their annotation; 1.2: release rows carry motion phrases
+SCHEMA_VERSION = "1.2"
 
 Level = Literal["clip", "event", "video"]
 InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa"]
 QAType = Literal["what", "who", "where", "when", "how", "how_much", "why"]
 Provenance = Literal["human", "auto_draft", "accepted", "edited", "rejected", "boundaries_corrected"]
+# Text that passed a person: the only text a release takes by default; a machine draft nobody has judged yet.
+REVIEWED: tuple[Provenance, ...] = ("human", "accepted", "edited")
+DRAFT: Provenance = "auto_draft"
 CutMode = Literal["accurate", "copy"]
 AnnotationFormat = Literal["hivau", "uca", "csv", "none"]
 QuarantineLevel = Literal["entry", "video", "event", "clip", "span"]
 
 __all__ = [
-    "SCHEMA_VERSION", "Level", "InstructionTask", "QAType", "Provenance", "CutMode", "AnnotationFormat",
+    "SCHEMA_VERSION", "REVIEWED", "DRAFT", "Level", "InstructionTask", "QAType", "Provenance", "CutMode",
+    "AnnotationFormat",
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
-    "MotionPhraseRecord", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table", "TABLE_MODELS",
+    "MotionPhraseRecord", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
+    "read_release_rows", "TABLE_MODELS",
 ]
 
 
@@ -246,6 +253,8 @@ class InstructionRow(Record):
     provenance: Provenance
     generator: Generator
     annotation_id: Optional[int] = None  # the Label Studio annotation the answer came from (reviewed rows)
+    # caption and description rows: the motion phrases of their answer (HAWK's motion-language targets)
+    motion_phrases: list[str] = Field(default_factory=list)
 
 
 TABLE_MODELS: dict[str, type[Record]] = {
@@ -297,6 +306,22 @@ def arrow_schema(model: type[BaseModel]):
 
     fields = [_arrow_field(n, f.annotation) for n, f in model.model_fields.items()]
     return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "record": model.__name__})
+
+
+def read_release_rows(release: str | Path, split: str, levels: Optional[Sequence[str]] = None,
+                      tasks: Optional[Sequence[str]] = None, missing_ok: bool = False,
+                      by_id: bool = False) -> list[InstructionRow]:
+    """A release's rows of one split (`data/{split}.parquet`), in the release's order or by id: the one reader of a
+    release's rows, for the trainer, the evaluation, the frame export and the protocol alike. Media paths stay
+    relative to `release`."""
+    import pyarrow.parquet as pq
+
+    path = Path(release) / "data" / f"{split}.parquet"
+    if missing_ok and not path.is_file():
+        return []
+    rows = [InstructionRow.model_validate(r) for r in pq.read_table(path).to_pylist()]
+    rows = [r for r in rows if (levels is None or r.level in levels) and (tasks is None or r.task in tasks)]
+    return sorted(rows, key=lambda r: r.id) if by_id else rows
 
 
 def to_arrow_table(records: list[BaseModel], model: type[BaseModel]):

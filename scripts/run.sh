@@ -83,7 +83,7 @@ RELEASE=$(printf '{"workspace": "%s", "release": {"include_unreviewed": true}}' 
 LATEST=$(ls -d "$WS"/releases/v[0-9]* | sort | tail -1)
 "$BIN/python" - "$LATEST" <<'PY'
 import json, sys
-from hivau.flows.review import wait_for_retrain
+from hivau.flows.release import wait_for_retrain
 from hivau.models.registry import read_registry
 m = json.load(open(sys.argv[1] + "/manifest.json"))
 print(f"[run] release {m['name']}: {m['counts']['rows']} rows {m['counts']['rows_by_split']}, "

@@ -1,1 +1,2 @@
-"""Plain, testable step logic: ingest, probe, validate, plan, cut and sample."""
+"""Plain step logic by stage (build, text, review, release), the per-shard steps over the store, and the manifest
+writer; the Prefect tasks and flows that run them are the thin layer in hivau.flows."""

@@ -159,7 +159,7 @@ def demo_release(built_demo, review_root) -> Path:
     """A release of the built demo (drafts included, 30% of videos held out) for the trainer's tests."""
     import shutil
 
-    from hivau.tasks.release import ReleaseSettings, build_release
+    from hivau.tasks.release.publish import ReleaseSettings, build_release
     from hivau.workspace import Workspace
 
     ws = review_root / "trainer-demo"

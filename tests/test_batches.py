@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from hivau.schemas import reasons
-from hivau.tasks.ingest import load_annotations
-
 from conftest import _free_port
 from helpers import ffmpeg, make_video
+
+from hivau.schemas import reasons
+from hivau.tasks.build.ingest import load_annotations
 
 pytestmark = pytest.mark.prefect_server
 

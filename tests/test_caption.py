@@ -8,18 +8,17 @@ import base64
 import cv2
 import numpy as np
 import pytest
-
-from hivau.schemas import reasons
-from hivau.schemas.item import AnnotatedClip, AnnotatedEvent, VideoItem
-from hivau.tasks.caption import CaptionSettings, TransformersCaptioner, caption_item, make_captioner
-from hivau.tasks.decouple import PlanSettings, plan_video
-from hivau.tasks.llm import LLMSettings
-from hivau.tasks.stages import cut_item, probe_item
-from hivau.workspace import Workspace
-
 from helpers import make_video
 from openai_server import FakeOpenAI, Status
 from tiny_vlm import build_tiny_llava
+
+from hivau.schemas import reasons
+from hivau.schemas.item import AnnotatedClip, AnnotatedEvent, VideoItem
+from hivau.tasks.build.plan import PlanSettings, plan_video
+from hivau.tasks.shards import cut_item, probe_item
+from hivau.tasks.text.caption import CaptionSettings, TransformersCaptioner, caption_item, make_captioner
+from hivau.tasks.text.llm import LLMSettings
+from hivau.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,7 @@ def test_transformers_captioner_from_a_local_folder(cut, tiny_model):
 
 
 def test_batching_gives_the_same_captions_as_one_by_one(tiny_model):
-    from hivau.tasks.caption import ClipFrames
+    from hivau.tasks.text.caption import ClipFrames
 
     rng = np.random.default_rng(1)
     clips = [ClipFrames(f"c{i}", 0.0, 1.0, rng.integers(0, 255, (n, 48, 64, 3), dtype=np.uint8), [0.0] * n)
@@ -122,7 +121,7 @@ def test_openai_captioner_keeps_requests_in_flight_across_videos(tmp_path):
     import threading
     import time
 
-    from hivau.tasks.caption import caption_stream
+    from hivau.tasks.text.caption import caption_stream
 
     ws = Workspace.at(tmp_path / "ws")
     for i in range(6):

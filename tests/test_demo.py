@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from hivau.demo import COLORS, build_scenes, describe, hivau_entry
-from hivau.tasks.frames import sample_frames
-from hivau.tasks.probe import probe_video
+from hivau.tasks.build.frames import sample_frames
+from hivau.tasks.build.probe import probe_video
 
 
 def test_scripts_are_deterministic_per_seed():

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from helpers import prefect_cli, served_deployments
 
 pytestmark = pytest.mark.prefect_server
@@ -25,7 +24,11 @@ def test_prefect_deployment_run_builds_the_demo(prefect_server, demo_dir, tmp_pa
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
-        ArtifactFilter, ArtifactFilterFlowRunId, DeploymentFilter, DeploymentFilterId, FlowRunFilter,
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
         FlowRunFilterParentFlowRunId,
     )
     from prefect.settings import PREFECT_API_URL, temporary_settings

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 
 from hivau.schemas.records import QAType
-from hivau.tasks.frame_export import Item, frame_paths, select_frames
-from hivau.tasks.frames import open_reader, sample_frames
-from hivau.tasks.release import TEMPLATES, pick_template, verify_release
+from hivau.tasks.build.frames import open_reader, sample_frames
+from hivau.tasks.release.frame_export import Item, frame_paths, select_frames
+from hivau.tasks.release.publish import TEMPLATES, pick_template, verify_release
 
 SPLITS = ("train", "test")
 KIND = {"clip": "clips", "event": "events", "video": "videos"}
@@ -211,7 +211,7 @@ def test_export_frames_cli_writes_frame_lists_resumes_and_records_bad_media(demo
 @pytest.mark.prefect_server
 def test_export_frames_with_a_trained_model_takes_its_ats_frames(demo_release, tmp_path):
     pytest.importorskip("torch")
-    from hivau.tasks.frame_export import model_scores
+    from hivau.tasks.release.frame_export import model_scores
 
     train = subprocess.run([sys.executable, "-m", "hivau.models.train", "--release", str(demo_release), "--preset",
                             "tiny", "--out", str(tmp_path / "run"), "--max-steps", "2", "--scorer-epochs", "1",

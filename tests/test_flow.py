@@ -6,10 +6,9 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import make_audio_only, make_video
 
 from hivau.schemas import reasons
-
-from helpers import make_audio_only, make_video
 
 pytestmark = pytest.mark.prefect_server
 

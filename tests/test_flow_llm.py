@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.prefect_server
@@ -37,8 +36,8 @@ def test_llm_drafts_through_the_flow_with_a_secret_block(prefect_api, demo_dir, 
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
 
     from hivau.flows.build import build_hivau
-    from hivau.tasks.llm import LLMSettings
-    from hivau.tasks.rollup import RollupSettings
+    from hivau.tasks.text.llm import LLMSettings
+    from hivau.tasks.text.rollup import RollupSettings
 
     _no_llm_env(monkeypatch)
     Secret(value=SECRET).save("hivau-test-llm-key", overwrite=True)

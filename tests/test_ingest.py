@@ -3,13 +3,12 @@
 import json
 
 import pytest
+from helpers import make_video
 
 from hivau.schemas import reasons
-from hivau.tasks.decouple import PlanSettings, plan_video
-from hivau.tasks.ingest import load_annotations, load_event_labels
-from hivau.tasks.stages import probe_item
-
-from helpers import make_video
+from hivau.tasks.build.ingest import load_annotations, load_event_labels
+from hivau.tasks.build.plan import PlanSettings, plan_video
+from hivau.tasks.shards import probe_item
 
 
 def _placeholders(folder, names):

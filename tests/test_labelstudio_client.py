@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from hivau.tasks.labelstudio import iter_json_array
+from hivau.tasks.review.labelstudio import iter_json_array
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from hivau.schemas import reasons
-from hivau.tasks.llm import LLMSettings, extract_json, strict_schema
-from hivau.tasks.rollup import RollupSettings, SummaryOut, run_rollup
-
 from openai_server import FakeOpenAI, Hang, MalformedBody, Reply, Status, grounded_answer
 from rollup_items import cut_item
+
+from hivau.schemas import reasons
+from hivau.tasks.text.llm import LLMSettings, extract_json, strict_schema
+from hivau.tasks.text.rollup import RollupSettings, SummaryOut, run_rollup
 
 FAST = dict(backoff_s=0.05, backoff_max_s=0.2, timeout_s=5.0)
 

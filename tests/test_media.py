@@ -3,14 +3,13 @@
 import os
 
 import pytest
+from helpers import ffmpeg, frame_index, make_audio_only, make_index_video, make_video
 
 from hivau.schemas import reasons
-from hivau.tasks.cut import CutSettings, cut_or_resume, cut_segment, frames_written, partial_path, written_span
-from hivau.tasks.frames import sample_frames
-from hivau.tasks.probe import ProbeError, mp4_index_missing, probe_video, read_packets
+from hivau.tasks.build.cut import CutSettings, cut_or_resume, cut_segment, frames_written, partial_path, written_span
+from hivau.tasks.build.frames import sample_frames
+from hivau.tasks.build.probe import ProbeError, mp4_index_missing, probe_video, read_packets
 from hivau.workspace import Workspace
-
-from helpers import ffmpeg, frame_index, make_audio_only, make_index_video, make_video
 
 
 def test_probe_fixture_videos(fixtures_dir):
@@ -101,7 +100,7 @@ def test_cut_resume_and_half_written_file(tmp_path):
 
 
 def test_cut_failure_leaves_nothing_behind(tmp_path):
-    from hivau.tasks.cut import CutError
+    from hivau.tasks.build.cut import CutError
 
     src = make_video(tmp_path / "v.mp4", 2.0)
     with pytest.raises(CutError):
@@ -128,7 +127,7 @@ def test_sample_frames_on_odd_rate_fixture(fixtures_dir):
 
 
 def test_ffmpeg_missing_gives_install_hint(monkeypatch, tmp_path):
-    from hivau.tasks.media import MissingBinaryError
+    from hivau.tasks.build.media import MissingBinaryError
 
     src = make_video(tmp_path / "src.mp4", 1.0)
     monkeypatch.setenv("PATH", str(tmp_path))

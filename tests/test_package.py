@@ -15,7 +15,7 @@ def test_no_generic_top_level_packages():
 
 
 def test_core_import_stays_light():
-    code = ("import sys, hivau.tasks.ingest, hivau.tasks.segments, hivau.schemas.records; "
+    code = ("import sys, hivau.tasks.build.ingest, hivau.tasks.build.segments, hivau.schemas.records; "
             "print(','.join(m for m in ('torch', 'transformers', 'decord', 'prefect', 'cv2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

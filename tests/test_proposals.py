@@ -32,11 +32,13 @@ def test_proposals_reach_label_studio_and_a_kept_span_becomes_an_event(label_stu
     torch = pytest.importorskip("torch")
     from hivau.flows.build import build_hivau
     from hivau.flows.propose import ProposalSettings, propose_events_flow
+    from hivau.models.composed_vlm import HivauVLM
     from hivau.models.io import save_model
     from hivau.models.presets import tiny, train_tokenizer
-    from hivau.models.vlm import HivauVLM
-    from hivau.tasks.labelstudio import Connection, LabelStudio
-    from hivau.tasks.review import ReviewSettings, frames_to_seconds, pull
+    from hivau.tasks.manifests import pull_and_merge
+    from hivau.tasks.review.labelstudio import Connection, LabelStudio
+    from hivau.tasks.review.projects import ReviewSettings
+    from hivau.tasks.review.results import frames_to_seconds
     from hivau.workspace import Workspace
 
     videos = review_root / "unannotated-videos"
@@ -75,13 +77,15 @@ def test_proposals_reach_label_studio_and_a_kept_span_becomes_an_event(label_stu
                    "value": {"ranges": [{"start": 200, "end": 350}], "timelinelabels": ["anomaly"]}},
                   {"from_name": "verdict", "to_name": "video", "type": "choices", "value": {"choices": ["accept"]}}]
         lsc.create_annotation(task["id"], result)
-        pull(ws, lsc, review)
+        pull_and_merge(ws, lsc, review)
         start, end = frames_to_seconds(200, 350, 25.0)
         (review,) = [r for r in ws.video_reviews("demo_fall_000") if r.level == "video"]
         assert review.events == [[start, end]]
         build_hivau(videos_dir=str(videos), workspace=str(ws_path), format="none", review={"enabled": "off"})
         events = [e for e in ws.read_records("events") if e.video_id == "demo_fall_000"]
         assert [(e.start_s, e.end_s, e.is_anomaly, e.origin) for e in events] == [(start, end, True, "annotation")]
+        (video,) = [v for v in ws.read_records("videos") if v.video_id == "demo_fall_000"]
+        assert video.labels == ["Anomaly"] and video.is_anomaly  # the video's row agrees with its events
         assert not [e for e in ws.read_records("events") if e.video_id == "demo_normal_001"]
     finally:
         os.environ.pop("LABEL_STUDIO_API_KEY", None)

@@ -1,4 +1,4 @@
-"""Holmes-VAU's protocol (`hivau.models.protocol`, `hivau-eval --predictions`) on strings whose scores are known."""
+"""Holmes-VAU's protocol (`hivau.models.holmes_protocol`, `hivau-eval --predictions`) on strings whose scores are known."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hivau.models.protocol import Reference, holmes_protocol, match, read_hivau_references, read_predictions
+from hivau.models.holmes_protocol import Reference, holmes_protocol, match, read_hivau_references, read_predictions
 
 JAVA = shutil.which("java")
 # pycocoevalcap's PTBTokenizer (used by every metric) and METEOR both run Java
@@ -23,7 +23,7 @@ OTHER = "cars wait quietly at red lights"  # no token in common with SAME
 
 def _score(rows: list[tuple[str, str, str, str]], meteor: bool = False) -> tuple[dict, dict]:
     """rows of (level, task, reference, answer) -> (our table, the protocol)."""
-    from hivau.models.evaluate import CaptionScorer
+    from hivau.models.metrics import CaptionScorer
 
     refs = [Reference(str(i), level, task, ref) for i, (level, task, ref, _) in enumerate(rows)]
     answers = {str(i): answer for i, (*_, answer) in enumerate(rows)}
@@ -59,7 +59,7 @@ def test_per_sample_bleu_by_hand():
 def test_bleu_is_the_sum_of_per_sample_means_not_the_corpus_bleu():
     from pycocoevalcap.bleu.bleu import Bleu
 
-    from hivau.models.evaluate import CaptionScorer
+    from hivau.models.metrics import CaptionScorer
 
     # ten tokens right, then two tokens wrong: corpus BLEU-1 pools them (10 / 12), the protocol averages (1 + 0) / 2
     long = "the man in the red coat runs out of shop"
@@ -134,7 +134,7 @@ def test_readers_match_ids_as_strings_and_refuse_ambiguity(tmp_path):
 
 
 def test_scoring_modules_import_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import hivau.models.protocol, hivau.models.evaluate"
+    code = "import sys; sys.modules['torch'] = None; import hivau.models.holmes_protocol, hivau.models.evaluate"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
@@ -174,8 +174,9 @@ def test_cli_scores_a_hivau_test_jsonl_and_reports_what_is_missing(tmp_path):
 def test_cli_against_a_release_with_half_the_answers_right(demo_release, tmp_path):
     import pandas as pd
 
-    from hivau.models.data import read_rows
-    from hivau.models.evaluate import CaptionScorer, score_rows
+    from hivau.models.evaluate import score_rows
+    from hivau.models.metrics import CaptionScorer
+    from hivau.schemas.records import read_release_rows
 
     test = pd.read_parquet(demo_release / "data" / "test.parquet").sort_values("id")
     right = set(test.id.iloc[1::2])
@@ -200,7 +201,7 @@ def test_cli_against_a_release_with_half_the_answers_right(demo_release, tmp_pat
         assert row["ROUGE-L"] == pytest.approx(float(np.mean(shares)))  # right answers' share, per task, averaged
         assert 0.0 <= row["BLEU"] <= 4.0
     # the model path's call (its rows, its `score_rows` table) gives the same protocol
-    rows = read_rows(demo_release, "test")
+    rows = read_release_rows(demo_release, "test", by_id=True)
     answers = {r["id"]: r["answer"] for r in map(json.loads, preds.read_text().splitlines())}
     answers[dropped] = ""
     with CaptionScorer(meteor=False) as scorer:

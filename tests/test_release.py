@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from helpers import prefect_cli, served_deployments
 
-from hivau.tasks.release import (
-    TEMPLATES, ReleaseError, ReleaseSettings, build_release, split_of, verify_release,
+from hivau.tasks.release.publish import (
+    TEMPLATES,
+    ReleaseError,
+    ReleaseSettings,
+    build_release,
+    split_of,
+    verify_release,
 )
 from hivau.workspace import Workspace
 
@@ -55,6 +59,20 @@ def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fix
     for path in pd.concat([train, test]).media_path:
         assert (first / path).is_file()
     assert {"caption", "judgement", "description", "analysis", "qa"} == set(train.task) | set(test.task)
+    # caption and description rows carry the motion phrases of their answer (the trainer's L_ML targets), and
+    # no other row does; the trainer reads them as they are
+    from hivau.models.data import motion_targets
+    from hivau.schemas.records import read_release_rows
+    from hivau.tasks.text.motion import motion_phrases
+
+    both = read_release_rows(first, "train") + read_release_rows(first, "test")
+    with_phrases = [r for r in both if r.motion_phrases]
+    assert with_phrases and {r.task for r in with_phrases} == {"caption", "description"}
+    for r in both:
+        if r.task in ("caption", "description"):
+            assert r.motion_phrases == [p.text for p in motion_phrases(r.answer)], r.id
+    targets = motion_targets(both)
+    assert all(targets[r.item_id] == "; ".join(r.motion_phrases) for r in with_phrases if r.task == "caption")
 
     from datasets import load_dataset
 
@@ -102,7 +120,7 @@ def test_publishing_a_release_fires_retrain_which_trains_evaluates_and_registers
 
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from hivau.flows.review import wait_for_retrain
+        from hivau.flows.release import wait_for_retrain
 
         with temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}):
             fired = wait_for_retrain(release, timeout_s=600)

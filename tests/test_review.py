@@ -21,14 +21,15 @@ from pydantic import SecretStr
 from hivau.flows.build import build_hivau
 from hivau.review_ui_config import load_config
 from hivau.schemas.records import Clip
-from hivau.tasks.audit import wilson_interval
-from hivau.tasks.labelstudio import Connection, LabelStudio, LabelStudioError
-from hivau.tasks.merge import ReviewRule, reclip
-from hivau.tasks.release import ReleaseSettings, build_release, verify_release
-from hivau.tasks.review import (
-    ReviewSettings, connect, frames_to_seconds, media_url, pull, push, seconds_to_frames,
-)
-from hivau.tasks.segments import split_even
+from hivau.tasks.build.segments import split_even
+from hivau.tasks.manifests import pull_and_merge
+from hivau.tasks.release.publish import ReleaseSettings, build_release, verify_release
+from hivau.tasks.review.audit import wilson_interval
+from hivau.tasks.review.labelstudio import Connection, LabelStudio, LabelStudioError
+from hivau.tasks.review.merge import ReviewRule, reclip
+from hivau.tasks.review.projects import ReviewSettings, connect, media_url
+from hivau.tasks.review.push import push
+from hivau.tasks.review.results import frames_to_seconds, seconds_to_frames
 from hivau.workspace import Workspace
 
 pytestmark = pytest.mark.prefect_server
@@ -201,7 +202,7 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     moved_annotation = annotate(lsc, events[moved_event], "accept", timeline=(f0 + 25, f1))  # start 1 s later
     annotate(lsc, videos[video_id], "accept")
 
-    report = pull(ws, lsc, st)
+    report = pull_and_merge(ws, lsc, st)
     assert report.new_or_changed == {"clip": 3, "event": 2, "video": 1}
     captions = {c.item_id: c for c in ws.read_records("captions")}
     assert captions[accepted_clip].provenance == "accepted"
@@ -226,7 +227,7 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
 
     # a second pull with nothing new changes nothing on disk
     before = file_hashes(ws.manifests)
-    again = pull(ws, lsc, st)
+    again = pull_and_merge(ws, lsc, st)
     assert again.new_or_changed == {"clip": 0, "event": 0, "video": 0} and again.tables_rewritten == []
     assert file_hashes(ws.manifests) == before
 
@@ -326,7 +327,7 @@ def test_every_annotation_is_kept_and_the_declared_rule_picks_one(label_studio, 
     second = annotate(lsc, task, "accept", {"caption": "the second reviewer's caption"},
                       completed_by=second_reviewer(lsc), lead_time=12.5)
 
-    report = pull(ws, lsc, st)
+    report = pull_and_merge(ws, lsc, st)
     assert report.new_or_changed["clip"] == 2
     stored = [r for r in ws.video_reviews(task["data"]["video_id"]) if r.task_id == task["id"]]
     assert {r.annotation_id for r in stored} == {first["id"], second["id"]}
@@ -336,7 +337,7 @@ def test_every_annotation_is_kept_and_the_declared_rule_picks_one(label_studio, 
     assert (captions[item_id].text, captions[item_id].annotation_id) == ("the second reviewer's caption", second["id"])
 
     me = lsc.whoami()["id"]
-    pull(ws, lsc, st.model_copy(update={"rule": ReviewRule(rule="precedence", precedence=[me])}))
+    pull_and_merge(ws, lsc, st.model_copy(update={"rule": ReviewRule(rule="precedence", precedence=[me])}))
     captions = {c.item_id: c for c in ws.read_records("captions")}
     assert (captions[item_id].text, captions[item_id].annotation_id) == ("the first reviewer's caption", first["id"])
     release = build_release(ws, ReleaseSettings())
@@ -357,7 +358,7 @@ def test_a_review_stays_with_its_times_when_clips_are_planned_again(label_studio
                    and (t["data"]["video_id"], round(t["data"]["start_s"], 3), round(t["data"]["end_s"], 3)) not in thirds)
     task = clips[item_id]  # a drafted clip whose times a plan of 3 even clips per event does not have
     annotation = annotate(lsc, task, "accept", {"caption": "the reviewer's words for these seconds"})
-    pull(ws, lsc, st)
+    pull_and_merge(ws, lsc, st)
     seen = (task["data"]["start_s"], task["data"]["end_s"])
 
     def reviewed_spans() -> set:
@@ -397,7 +398,7 @@ def test_the_queue_puts_an_audit_sample_first_and_the_card_reports_it(label_stud
     for task, verdict in zip(events[:3], ("accept", "accept", "reject")):
         annotate(lsc, task, verdict)
     annotate(lsc, events[3], "reject")  # outside the sample: not an audit figure
-    pull(ws, lsc, st)
+    pull_and_merge(ws, lsc, st)
     release = build_release(ws, ReleaseSettings(include_unreviewed=True))
     manifest = verify_release(release)
     rows = [r for r in manifest["audit"] if r["level"] == "event" and r["audited"]]  # one per draft generator

@@ -8,9 +8,11 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import SecretStr
 
-from hivau.tasks.labelstudio import Connection, LabelStudio
-from hivau.tasks.release import ReleaseSettings, build_release
-from hivau.tasks.review import ReviewSettings, pull, push
+from hivau.tasks.manifests import pull_and_merge
+from hivau.tasks.release.publish import ReleaseSettings, build_release
+from hivau.tasks.review.labelstudio import Connection, LabelStudio
+from hivau.tasks.review.projects import ReviewSettings
+from hivau.tasks.review.push import push
 from hivau.workspace import Workspace
 
 pytestmark = pytest.mark.prefect_server
@@ -90,7 +92,7 @@ def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_w
         browser.save_screenshot(str(tmp_path / "failure.png"))
         raise
 
-    report = pull(ws, lsc, st)
+    report = pull_and_merge(ws, lsc, st)
     assert report.new_or_changed["clip"] == 1
     release = build_release(ws, ReleaseSettings())
     rows = [r for split in ("train", "test") for r in pq.read_table(release / "data" / f"{split}.parquet").to_pylist()]

@@ -4,10 +4,19 @@ import pytest
 
 from hivau.schemas.item import Tables
 from hivau.schemas.records import (
-    Caption, Clip, Event, Generator, QAPair, ReviewedText, ReviewRecord, Summary, segment_key,
+    Caption,
+    Clip,
+    Event,
+    Generator,
+    QAPair,
+    ReviewedText,
+    ReviewRecord,
+    Summary,
+    segment_key,
 )
-from hivau.tasks.audit import QueueItem, label_disagrees, queue_order, wilson_interval
-from hivau.tasks.merge import ReviewRule, merge, winners
+from hivau.tasks.review.audit import wilson_interval
+from hivau.tasks.review.merge import ReviewRule, merge, winners
+from hivau.tasks.review.queue import QueueItem, label_disagrees, queue_order
 
 DRAFT = Generator(backend="extractive")
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from hivau.models.motion_input import flow_magnitude, motion_frames, motion_mask, previous_indices
-from hivau.models.sampler import (density_aware_indices, sample_indices, scores_to_frames, topk_indices,
-                                  uniform_indices)
+from hivau.models.sampler import density_aware_indices, sample_indices, scores_to_frames, topk_indices, uniform_indices
 
 
 @pytest.mark.parametrize("total,n", [(100, 8), (9, 8), (1000, 32), (17, 16)])
@@ -69,7 +68,7 @@ def test_flow_magnitude_marks_the_moving_square_and_masks_the_background():
 
 
 def test_motion_frames_seek_only_the_sampled_frames_and_their_predecessors(demo_dir):
-    from hivau.tasks.frames import open_reader
+    from hivau.tasks.build.frames import open_reader
 
     class CountingReader:
         def __init__(self, path):

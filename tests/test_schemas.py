@@ -4,7 +4,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from hivau.schemas.records import (
-    HUMAN, SCHEMA_VERSION, TABLE_MODELS, Generator, InstructionRow, QuarantineRecord, arrow_schema, to_arrow_table,
+    HUMAN,
+    SCHEMA_VERSION,
+    TABLE_MODELS,
+    Generator,
+    InstructionRow,
+    QuarantineRecord,
+    arrow_schema,
+    to_arrow_table,
 )
 
 

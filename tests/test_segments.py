@@ -5,7 +5,7 @@ import math
 import pytest
 
 from hivau.schemas import reasons
-from hivau.tasks import segments as seg
+from hivau.tasks.build import segments as seg
 
 
 @pytest.mark.parametrize("start,end,reason", [

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from rollup_items import cut_item
 
 from hivau.prompts import load_prompt, parse_prompt
-from hivau.tasks.extractive import NOT_STATED, ExtractiveBackend
-from hivau.tasks.motion import hawk_baseline_phrases, motion_phrases, motion_records
-from hivau.tasks.rollup import QA_TYPES, RollupSettings, event_contexts, run_rollup
-
-from rollup_items import cut_item
+from hivau.schemas.item import Tables
+from hivau.tasks.text.extractive import NOT_STATED, ExtractiveBackend
+from hivau.tasks.text.motion import hawk_baseline_phrases, merged_motion_records, motion_phrases, motion_records
+from hivau.tasks.text.rollup import QA_TYPES, RollupSettings, event_contexts, run_rollup
 
 
 @pytest.mark.parametrize("text,expected,baseline_misses", [
@@ -46,6 +46,28 @@ def test_motion_records_cover_captions_and_summaries():
     breaks = [r for r in records if r.item_id == "vm_E0C0"]
     assert [r.text for r in breaks] == ["man breaks shop window"] and breaks[0].text_provenance == "human"
     assert {r.generator.backend for r in records} == {"spacy"}
+
+
+def test_merged_motion_phrases_follow_the_reviewed_text_and_parse_only_edits(monkeypatch):
+    from hivau.tasks.text import motion
+
+    item = run_rollup([cut_item("vr")], None, RollupSettings(backend="extractive")).items[0]
+    drafts = Tables.of([item.model_copy(update={"status": "done", "motion_phrases": motion_records(item)})])
+    captions = {c.item_id: c for c in drafts.captions}
+    edited = captions["vr_E0C0"].model_copy(update={"text": "A woman climbs the fence.", "provenance": "edited"})
+    rejected = captions["vr_E0C1"].model_copy(update={"provenance": "rejected"})
+    kept = captions["vr_E1C0"].model_copy(update={"provenance": "accepted"})
+    merged = Tables(captions=[edited, rejected, kept], motion_phrases=drafts.motion_phrases)
+    parsed = []
+    monkeypatch.setattr(motion, "motion_phrases", lambda text: parsed.append(text) or motion_phrases(text))
+    records = merged_motion_records(merged)
+    by_item = {}
+    for r in records:
+        by_item.setdefault(r.item_id, []).append(r)
+    assert [r.text for r in by_item["vr_E0C0"]] == ["woman climbs fence"] and parsed == ["A woman climbs the fence."]
+    assert "vr_E0C1" not in by_item  # a rejected text trains nothing
+    assert [r.text for r in by_item["vr_E1C0"]] == [r.text for r in drafts.motion_phrases if r.item_id == "vr_E1C0"]
+    assert {r.text_provenance for r in by_item["vr_E1C0"]} == {"accepted"}
 
 
 def _content_words(text: str) -> set[str]:

@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from hivau.models.composed_vlm import HivauVLM  # noqa: E402
 from hivau.models.presets import tiny, train_tokenizer  # noqa: E402
-from hivau.models.vlm import HivauVLM  # noqa: E402
 
 TEXTS = ["A person in a red shirt walks from left to right on the road.", "Describe the clip.",
          "person walks", "Motion:", "A white car crashes into the blue car."]
@@ -62,6 +62,13 @@ def test_each_loss_term_reaches_exactly_the_weights_it_should():
     assert reached(vl.video.proj_out) and reached(vl.motion.proj_out) and reached(vl.lm)
     assert not reached(vl.video.compress) and not reached(vl.motion.compress)
     assert not reached(vl.scorer)
+
+
+def test_the_model_declares_the_recipe_interface():
+    from hivau.models.interface import VideoLLM
+
+    model = small_model()  # (the vlm preset's class is checked in tests/test_vlm_preset.py)
+    assert isinstance(model, VideoLLM) and model.collator().length_report([], 4, 64) == {}
 
 
 def test_switched_off_terms_are_zero_and_frozen_or_lora_weights_stay_put():
@@ -170,7 +177,7 @@ def _venv_path() -> str:
 
 # ---------------------------------------------------------------- metrics on known strings
 def test_caption_metrics_on_known_strings():
-    from hivau.models.evaluate import CaptionScorer
+    from hivau.models.metrics import CaptionScorer
 
     refs = {"a": ["a man runs across the road"], "b": ["a white car crashes into a blue car"]}
     with CaptionScorer(meteor=True) as scorer:
@@ -242,7 +249,7 @@ def test_a_trained_model_captions_clips_as_the_hivau_backend(built_demo, tmp_pat
     from hivau.models.io import save_model
     from hivau.models.registry import record_decision
     from hivau.schemas import reasons
-    from hivau.tasks.caption import CaptionFailure, CaptionSettings, ClipFrames, make_captioner
+    from hivau.tasks.text.caption import CaptionFailure, CaptionSettings, ClipFrames, make_captioner
     from hivau.workspace import Workspace
 
     model = small_model().eval()

@@ -17,8 +17,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")  # the families' video processors need it
 
+from tiny_video_vlms import (  # noqa: E402
+    INTERNVL_TEMPLATE,
+    OV_TEMPLATE,
+    QWEN_TEMPLATE,
+    build_tiny_internvl,
+    build_tiny_llava_onevision,
+    build_tiny_qwen2_vl,
+)
+
 from hivau.models.hf_vlm import IGNORE, PretrainedVideoLLM, VLMConfig  # noqa: E402
-from tiny_video_vlms import build_tiny_internvl, build_tiny_llava_onevision, build_tiny_qwen2_vl  # noqa: E402
 
 FAMILIES = {"qwen2_vl": build_tiny_qwen2_vl,
             "qwen2_5_vl": lambda folder: build_tiny_qwen2_vl(folder, family="qwen2_5_vl"),
@@ -68,6 +76,9 @@ def nudge_lora_b(model: PretrainedVideoLLM) -> None:
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_labels_cover_the_answer_and_its_end_of_turn_only(checkpoints, family):
     model = load(checkpoints[family])
+    from hivau.models.interface import VideoLLM
+
+    assert isinstance(model, VideoLLM)  # the recipe's declared interface
     collate = model.collator()
     long_answer = " ".join(["the man walks into the street and the car stops"] * 30)  # far past 96 tokens
     item = collate.encode("Describe the video.", long_answer, [samples()[0][2], samples()[0][3]])
@@ -86,6 +97,48 @@ def test_labels_cover_the_answer_and_its_end_of_turn_only(checkpoints, family):
     report = short.length_report([Row(), Row()], 4, 64)
     assert report["rows_over_length"] == 2 and report["longest_row"] == len(item["input_ids"])
     assert short.encode(Row.prompt, Row.answer, [samples()[0][2], samples()[0][3]])["over_length"]
+
+
+# each family's published template, and what it writes after an assistant message's text
+PUBLISHED = {"qwen2_vl": (QWEN_TEMPLATE, "<|im_end|>\n"), "qwen2_5_vl": (QWEN_TEMPLATE, "<|im_end|>\n"),
+             "llava_onevision": (OV_TEMPLATE, "<|im_end|>"), "internvl": (INTERNVL_TEMPLATE, "<|im_end|>\n")}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_published_templates_label_the_answer_after_the_inference_prompt(checkpoints, family):
+    """Labels are the answer and its end of turn, after exactly the prompt that generation is given (llava-hf's
+    LLaVA-OneVision template opens turns "<|im_start|>assistant " but prompts "<|im_start|>assistant\\n")."""
+    template, end_of_turn = PUBLISHED[family]
+    model = load(checkpoints[family])
+    assert model.processor.chat_template == template
+    collate = model.collator()
+    prompt, answer, frames, motion, _ = samples(1)[0]
+    item = collate.encode(prompt, answer, [frames, motion])
+    n_label = int((item["labels"] != IGNORE).sum())
+    assert (item["labels"][-n_label:] != IGNORE).all()  # one run at the end, after the prompt
+    assert collate.tokenizer.decode(item["labels"][-n_label:]) == answer + end_of_turn
+
+    turn = [{"role": "user", "content": [{"type": "video"}, {"type": "video"}, {"type": "text", "text": prompt}]}]
+    rendered = model.processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
+    assert rendered.endswith("<|im_start|>assistant\n")
+    asked = model.processor(text=[rendered], videos=[frames, motion], return_tensors="pt")["input_ids"][0]
+    inference = collate([(prompt, None, frames, motion, "")], train=False)["batch"]["main"]["input_ids"][0]
+    assert torch.equal(item["input_ids"][:-n_label], asked) and torch.equal(inference, asked)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_one_training_step_on_each_published_template_lowers_the_loss(checkpoints, family):
+    model = load(checkpoints[family])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in trainable]
+    batch = model.collator()(samples())["batch"]
+    losses = model(batch, t1=1.0, t2=1.0)
+    assert torch.isfinite(losses.total)
+    losses.total.backward()
+    torch.optim.SGD(trainable, lr=1e-2).step()
+    assert any(not torch.equal(p, b) for p, b in zip(trainable, before))
+    with torch.no_grad():
+        assert model(batch, t1=1.0, t2=1.0).total < losses.total  # one step down the gradient lowers the loss
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -234,7 +287,7 @@ def test_vlm_two_process_ddp_keeps_ranks_identical(demo_release, checkpoints, tm
 
 def test_a_vlm_preset_model_captions_clips_as_the_hivau_backend(built_demo, checkpoints, tmp_path):
     from hivau.models.io import save_model
-    from hivau.tasks.caption import CaptionSettings, ClipFrames, make_captioner
+    from hivau.tasks.text.caption import CaptionSettings, ClipFrames, make_captioner
     from hivau.workspace import Workspace
 
     model = load(checkpoints["llava_onevision"]).eval()

@@ -1,8 +1,9 @@
 """Tiny, randomly initialised video VLMs of real Hugging Face families, saved like a user's checkpoint folder.
 
-Each builder writes config, weights, a byte-level BPE tokenizer trained here, a chat template in the family's
-style and the family's own image and video processors, so `AutoModelForImageTextToText` and `AutoProcessor`
-load the folder exactly as they would load Qwen2-VL-2B-Instruct or LLaVA-OneVision-0.5B. Nothing is downloaded.
+Each builder writes config, weights, a byte-level BPE tokenizer trained here, the family's published chat template
+(verbatim, from the sources named beside each) and its own image and video processors, so
+`AutoModelForImageTextToText` and `AutoProcessor` load the folder exactly as they would load Qwen2-VL-2B-Instruct or
+LLaVA-OneVision-0.5B. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,18 +17,36 @@ CORPUS = ("a man in a red shirt walks into the street and a white car crashes in
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                 "<|image_pad|>", "<|video_pad|>"]
+# Qwen2-VL's published chat template (Qwen/Qwen2-VL-*-Instruct chat_template.json), verbatim; Qwen2.5-VL-*-Instruct
+# ships the same string. Copied from johnmai-dev/Jinja `Tests/Template tests/VisionTests.swift` (qwen2VLChatTemplate)
+# and checked equal to ml-explore/mlx-swift-examples `Libraries/MLXVLM/Models/Qwen25VL.swift` (commit 5871551,
+# Qwen2.5-VL's). It adds a default system turn and ends every turn "<|im_end|>\n".
 QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}")
 
 OV_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+# llava-hf's published LLaVA-OneVision chat template (llava-hf/llava-onevision-qwen2-0.5b-ov-hf chat_template.json),
+# verbatim, as huggingface/transformers embeds it in `tests/models/llava_onevision/test_processing_llava_onevision.py`
+# (prepare_processor_dict). Every turn opens "<|im_start|>" + role + " " while the generation prompt ends
+# "<|im_start|>assistant\n", so a rendered conversation never extends the rendered prompt; turns end "<|im_end|>".
 OV_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'video' %}<video>\n{% elif c['type'] == 'image' %}"
-    "<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ '\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 def byte_tokenizer(special: list[str], texts: Iterable[str] = (), vocab_size: int = 600, eos: str = "<|im_end|>",
@@ -121,7 +140,15 @@ BUILDERS = {"qwen2_vl": build_tiny_qwen2_vl, "llava_onevision": build_tiny_llava
 
 
 INTERNVL_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
-INTERNVL_TEMPLATE = OV_TEMPLATE  # the same ChatML turns; "<video>" is expanded per frame by the processor
+# HF-native InternVL's published chat template (OpenGVLab/InternVL3-*-hf), verbatim: the `chat_template` that
+# huggingface/transformers `src/transformers/models/internvl/convert_internvl_weights_to_hf.py` saves and pushes with
+# the converted processor and tokenizer. "<video>" is expanded per frame by the processor.
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "{{ '<image>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}")
 
 
 def build_tiny_internvl(folder: Path, texts: Iterable[str] = (), seed: int = 0, hidden: int = 64) -> Path:

@@ -106,8 +106,7 @@ def _frame_at(container, stream, at_s: float):
         return None
 
 
-def probe_video(path: str | Path, video_id: str, source_format: str = "none", labels: Optional[list[str]] = None,
-                check_decode: bool = True) -> SourceVideo:
+def probe_video(path: str | Path, video_id: str, source_format: str = "none", check_decode: bool = True) -> SourceVideo:
     """Probe one file; raise ProbeError with a quarantine reason when it is not a usable video.
 
     One demuxing pass gives every packet's time; the first frame is decoded (it carries the display
@@ -164,9 +163,8 @@ def probe_video(path: str | Path, video_id: str, source_format: str = "none", la
             raise ProbeError(reasons.VIDEO_UNDECODABLE, f"{p.name}: frames cannot be decoded")
         codec, pix_fmt = video.codec_context.name, video.codec_context.pix_fmt
         width, height = video.codec_context.width, video.codec_context.height
-    labels = labels or []
     return SourceVideo(
-        video_id=video_id, path=path, source_format=source_format, labels=labels, is_anomaly=bool(labels),
+        video_id=video_id, path=path, source_format=source_format,
         size_bytes=size, duration_s=round(duration, 6), fps=round(fps, 6), r_fps=r_fps, is_vfr=is_vfr,
         n_frames=len(times), width=width, height=height, rotation=int(round(first.rotation or 0)) % 360,
         codec=codec or "", pix_fmt=pix_fmt or None, mtime_ns=p.stat().st_mtime_ns, has_audio=has_audio,

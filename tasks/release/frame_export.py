@@ -16,13 +16,13 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable, Optional
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from hivau.models.data import sampled_indices
+from hivau.models.data import FrameStore, sampled_indices
+from hivau.models.io import load_model
 from hivau.models.sampler import SamplerName
-from hivau.schemas.records import InstructionRow
-from hivau.tasks.exports import MEDIA_DIR, llamafactory_dataset_info, messages_record
-from hivau.tasks.frames import open_reader, sample_frames
+from hivau.schemas.records import InstructionRow, read_release_rows
+from hivau.tasks.build.frames import open_reader, sample_frames
+from hivau.tasks.release.exports import MEDIA_DIR, llamafactory_dataset_info, messages_record
 from hivau.workspace import atomic_write_bytes
 
 FRAMES_DIR = "frames"
@@ -79,18 +79,11 @@ def sampler_by_level(sampler: SamplerName, has_scores: bool) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- effects
-def read_rows(release: Path, split: str) -> list[InstructionRow]:
-    path = release / "data" / f"{split}.parquet"
-    return [InstructionRow.model_validate(r) for r in pq.read_table(path).to_pylist()] if path.is_file() else []
-
-
 def model_scores(model_dir: str | Path, device: str = "auto") -> ScoreProvider:
     """Per-frame scores from a trained hivau model's anomaly scorer (torch and the model load here only)."""
     import torch
 
-    from hivau.models.data import FrameStore
-    from hivau.models.io import load_model
-    from hivau.models.train import frame_scores
+    from hivau.models.inference import frame_scores
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,7 +129,7 @@ def export_frames(release: str | Path, out: str | Path, n: int = 16, sampler: Sa
         raise ValueError(f"{out} is inside the release; releases are never written, choose a folder outside it")
     manifest = json.loads((release / "manifest.json").read_text())
     levels = sampler_by_level(sampler, scores is not None)
-    rows = {split: read_rows(release, split) for split in SPLITS}
+    rows = {split: read_release_rows(release, split, missing_ok=True) for split in SPLITS}
     frames_of: dict[str, list[str]] = {}
     rejects: list[Reject] = []
     written = 0

@@ -18,93 +18,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Optional
 
+from prefect.events import emit_event
 from pydantic import BaseModel, Field
 
-from hivau.schemas.records import SCHEMA_VERSION, InstructionRow, to_arrow_table
+from hivau.prompts.questions import TEMPLATES
 from hivau.schemas.item import Tables
-from hivau.tasks.audit import audit_markdown, audit_table
-from hivau.tasks.exports import hivau_media_path, hivau_record, llamafactory_dataset_info, messages_record
-from hivau.tasks.review import REVIEWED
+from hivau.schemas.records import DRAFT, REVIEWED, SCHEMA_VERSION, InstructionRow, to_arrow_table
+from hivau.tasks.release.exports import hivau_media_path, hivau_record, llamafactory_dataset_info, messages_record
+from hivau.tasks.review.audit import audit_markdown, audit_table
 from hivau.workspace import Workspace
 
 Split = Literal["train", "test"]
-DRAFT = "auto_draft"
 
-# Questions per level and task, drawn one per row from the row id (so a release is reproducible). HIVAU-70k
-# draws from pools of about 24 caption and 10 judgement / description / analysis questions and asks events and
-# videos the same ones (its `data_example.jsonl`); the first few of each pool keep HIVAU's wording, the rest are
-# ours in its style. The first caption question is also the hivau captioner's prompt (tasks/caption.py).
-CAPTION_QUESTIONS = (
-    "Describe the main subjects and their actions in the video.",
-    "Can you provide a brief description of the video?",
-    "Can you describe the main action in this video briefly?",
-    "What activities happen throughout the video?",
-    "Provide a short overview of what happens in the video.",
-    "What happens to the main subjects as the video progresses?",
-    "Give a short and clear explanation of the video clip.",
-    "Describe the sequence of events involving the main subjects in the video.",
-    "What are the people in the video doing?",
-    "Summarize the action shown in this clip in one or two sentences.",
-    "Who appears in the video, and what do they do?",
-    "Briefly describe the scene and the movements in it.",
-    "What is going on in this clip?",
-    "Describe what the people and objects in the video are doing.",
-    "Give a brief account of what the camera captures in this clip.",
-    "What do the main subjects do from the start to the end of the clip?",
-    "Write a short caption for this video clip.",
-    "Describe the interactions between the subjects in the video.",
-    "Explain briefly what takes place in this footage.",
-    "What can be seen happening in this short video?",
-    "Describe the setting and the main activity of the clip.",
-    "Narrate the events of this clip briefly.",
-    "How do the subjects in the video behave?",
-    "Give a concise description of the actions in this clip.",
-)
-JUDGEMENT_QUESTIONS = (
-    "Point out the abnormal actions in the video.",
-    "What anomalies can be identified in the video?",
-    "Are there anomalies observed in the video clip?",
-    "Is there an anomaly in this video? If so, what kind?",
-    "Does anything unusual happen in this video?",
-    "Does this video contain any abnormal event? Name it if so.",
-    "Judge whether the video shows an anomaly, and of which kind.",
-    "Is the behaviour in this video normal or abnormal?",
-    "Can you detect any anomalous activity in this video?",
-    "Which type of anomaly, if any, appears in the video?",
-)
-DESCRIPTION_QUESTIONS = (
-    "Give a description of the detected anomaly events in this video.",
-    "Could you provide a summary of the anomaly events in this video?",
-    "Describe what happens in this video.",
-    "Summarize the events of this video in order.",
-    "Describe the anomalous event in detail, if there is one.",
-    "What happens in this video, step by step?",
-    "Give a detailed account of the events shown in the video.",
-    "Describe the key events of this video and the people involved.",
-    "Could you describe how the events in this video unfold?",
-    "Provide a description of the main events captured in this video.",
-)
-ANALYSIS_QUESTIONS = (
-    "Could you share your analysis of the anomalous event?",
-    "What patterns did you observe that led to your conclusion about this event being an anomaly?",
-    "Could you provide the reasons for considering this event as abnormal?",
-    "Why is this event considered abnormal?",
-    "Explain why the events in this video are anomalous or normal.",
-    "What evidence in the video points to an anomaly?",
-    "Analyze the cause and the consequences of the event in this video.",
-    "What makes the behaviour in this video unusual, or why is it normal?",
-    "Give the reasoning behind your judgement of this video.",
-    "What details support the conclusion that this video is abnormal?",
-)
-TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("clip", "caption"): CAPTION_QUESTIONS,
-    **{(level, task): pool for level in ("event", "video")
-       for task, pool in (("judgement", JUDGEMENT_QUESTIONS), ("description", DESCRIPTION_QUESTIONS),
-                          ("analysis", ANALYSIS_QUESTIONS))},
-}
 # the fixture's row order: per source video its clips, events, then the video; tasks in HIVAU's order
 LEVEL_ORDER = {"clip": 0, "event": 1, "video": 2}
 TASK_ORDER = {"caption": 0, "judgement": 1, "description": 2, "analysis": 3, "qa": 4}
+
+
+# the Prefect event a published release emits; the `retrain` deployment's trigger listens for it
+RELEASE_EVENT = "hivau.release.published"
 
 
 class ReleaseError(RuntimeError):
@@ -159,6 +91,9 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
         return None
 
     rows: list[InstructionRow] = []
+    phrases: dict[tuple[str, str], list[str]] = {}
+    for m in tables.motion_phrases:
+        phrases.setdefault((m.item_id, m.source), []).append(m.text)  # caption and description rows take their own
 
     def add(row_id, item_id, level, task, video_id, prompt, answer, provenance, generator, annotation_id,
             qa_type=None):
@@ -170,7 +105,8 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
             id=row_id, item_id=item_id, split=split_of(video_id, settings.test_fraction, settings.split_seed),
             level=level, task=task, qa_type=qa_type, media_path=media_of[item_id], source_video=video_id,
             start_s=start, end_s=end, labels=labels, is_anomaly=anomalous, prompt=prompt, answer=answer,
-            provenance=provenance, generator=generator, annotation_id=annotation_id))
+            provenance=provenance, generator=generator, annotation_id=annotation_id,
+            motion_phrases=phrases.get((item_id, task), [])))
 
     for c in tables.captions:
         row_id = f"{c.item_id}:caption"
@@ -426,3 +362,12 @@ def verify_release(path: str | Path) -> dict:
     if bad:
         raise ReleaseError(f"release {root.name}: {len(bad)} files missing or changed, e.g. {bad[:3]}")
     return manifest
+
+
+def announce_release(path: Path, manifest: dict) -> None:
+    """Tell Prefect a release exists; the `retrain` deployment's trigger listens for this event."""
+    emit_event(event=RELEASE_EVENT,
+               resource={"prefect.resource.id": f"hivau.release.{manifest['content_sha256'][:16]}",
+                         "prefect.resource.name": manifest["name"], "hivau.release.path": str(path)},
+               payload={"path": str(path), "name": manifest["name"], "rows": manifest["counts"]["rows"],
+                        "previous": manifest["previous"]})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -17,10 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hivau.models import interface
 from hivau.models.config import ModelConfig
+from hivau.models.interface import IGNORE, MOTION_PROMPT, Losses
 from hivau.models.scorer import AnomalyScorer
-
-MOTION_PROMPT = "Motion:"
 
 
 def build_vision(cfg: ModelConfig) -> nn.Module:
@@ -75,18 +74,9 @@ class Branch(nn.Module):
         return self.proj_out(hidden), self.compress(hidden).mean(dim=1)
 
 
-@dataclass
-class Losses:
-    total: torch.Tensor
-    vl: torch.Tensor
-    mv: torch.Tensor
-    ml: torch.Tensor
-
-    def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in ("total", "vl", "mv", "ml")}
-
-
 class HivauVLM(nn.Module):
+    """Encoders and a causal LM joined by projectors, built here (tiny) or from local checkpoints (pretrained)."""
+
     def __init__(self, cfg: ModelConfig, tokenizer, pretrained: bool = True):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
@@ -111,10 +101,9 @@ class HivauVLM(nn.Module):
         for branch in (self.video, self.motion):
             branch.encoder.requires_grad_(not self.cfg.freeze_encoders)
         if self.cfg.lm_train == "lora":
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
 
-            lora = LoraConfig(r=self.cfg.lora_r, lora_alpha=self.cfg.lora_alpha, lora_dropout=0.0,
-                              target_modules=self.cfg.lora_targets, bias="none")
+            lora = interface.lora_config(self.cfg.lora_r, self.cfg.lora_alpha, self.cfg.lora_targets)
             self.lm = get_peft_model(self.lm, lora)
         elif self.cfg.lm_train == "frozen":
             self.lm.requires_grad_(False)
@@ -138,7 +127,7 @@ class HivauVLM(nn.Module):
         ids = torch.tensor(prompt_ids + answer_ids, device=prefix.device)
         text = embed(ids)
         embeds = torch.cat([text[: len(head)], prefix, text[len(head):]], dim=0)
-        labels = torch.full((len(embeds),), -100, dtype=torch.long, device=prefix.device)
+        labels = torch.full((len(embeds),), IGNORE, dtype=torch.long, device=prefix.device)
         if answer_ids:
             labels[-len(answer_ids):] = ids[-len(answer_ids):]
         return embeds, labels
@@ -149,10 +138,10 @@ class HivauVLM(nn.Module):
         d = sequences[0][0].shape[-1]
         device = sequences[0][0].device
         embeds = torch.zeros(len(sequences), width, d, device=device, dtype=sequences[0][0].dtype)
-        labels = torch.full((len(sequences), width), -100, dtype=torch.long, device=device)
+        labels = torch.full((len(sequences), width), IGNORE, dtype=torch.long, device=device)
         mask = torch.zeros(len(sequences), width, dtype=torch.long, device=device)
         for i, (e, l) in enumerate(sequences):
-            span = slice(width - len(e), width) if left_pad else slice(0, len(e))
+            span = interface.pad_span(width, len(e), left_pad)
             embeds[i, span], labels[i, span], mask[i, span] = e, l, 1
         return embeds, labels, mask
 
@@ -168,11 +157,11 @@ class HivauVLM(nn.Module):
         prefix = torch.cat([video_tokens, motion_tokens], dim=1)
         vl = self._lm_loss([self._sequence(p, q, a) for p, q, a in zip(prefix, prompts, answers)])
         zero = vl.new_zeros(())
-        mv = (1 - F.cosine_similarity(video_vec, motion_vec, dim=-1)).mean() if t1 else zero
+        mv = interface.motion_alignment(video_vec, motion_vec) if t1 else zero
         with_motion = [i for i, text in enumerate(motion_texts) if text]
         ml = self._lm_loss([self._sequence(motion_tokens[i], MOTION_PROMPT, motion_texts[i]) for i in with_motion]) \
             if t2 and with_motion else zero
-        return Losses(vl + t1 * mv + t2 * ml, vl, mv, ml)
+        return Losses.of(vl, mv, ml, t1, t2)
 
     # ------------------------------------------------------------ inference
     @torch.inference_mode()
@@ -206,8 +195,7 @@ class HivauVLM(nn.Module):
         return [p for b in (self.video, self.motion) for p in b.encoder.parameters() if p.requires_grad]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """What a checkpoint holds: every trainable weight, and the scorer (trained in stage 1, frozen after)."""
-        return {k: p.detach() for k, p in self.named_parameters() if p.requires_grad or k.startswith("scorer.")}
+        return interface.trainable_state(self)
 
     def collator(self) -> "FrameTensorCollator":
         return FrameTensorCollator()
@@ -223,3 +211,6 @@ class FrameTensorCollator:
         if train:
             inputs.update(answers=list(answers), motion_texts=list(texts))
         return {**inputs, "over_length": 0}
+
+    def length_report(self, rows: list, n_frames: int, size: int) -> dict:
+        return {}  # answers are cut at max_answer_tokens: no row can outgrow the model

@@ -8,9 +8,9 @@ where the captions do not say something, the answer says so instead of guessing.
 from __future__ import annotations
 
 from hivau.schemas.records import Generator
-from hivau.tasks.motion import motion_phrases, noun_core
-from hivau.tasks.nlp import model_id, parse
-from hivau.tasks.texts import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
+from hivau.tasks.text.contracts import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
+from hivau.tasks.text.motion import motion_phrases, noun_core
+from hivau.tasks.text.nlp import model_id, parse
 
 VERSION = "extractive@1"
 PLACE_PREPS = {"from", "in", "on", "at", "near", "along", "across", "into", "onto", "through", "inside", "outside",

@@ -17,14 +17,27 @@ from hivau.prompts import load_prompt
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
 from hivau.schemas.records import Generator, Level, QAPair, QuarantineRecord, Summary
-from hivau.tasks.extractive import ExtractiveBackend
-from hivau.tasks.llm import (
-    Endpoint, LLMClient, LLMConfigError, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint,
+from hivau.tasks.text.contracts import (  # noqa: F401  (re-exported: the backends' types are part of this stage)
+    QA_TYPES,
+    QAItemOut,
+    QAOut,
+    RollupBackend,
+    SummaryOut,
+    TextContext,
+    check_qa,
+    check_summary,
 )
-from hivau.tasks.texts import (  # noqa: F401  (re-exported: the backends' types are part of this stage)
-    QA_TYPES, QAItemOut, QAOut, RollupBackend, SummaryOut, TextContext, check_qa, check_summary,
+from hivau.tasks.text.extractive import ExtractiveBackend
+from hivau.tasks.text.llm import (
+    Endpoint,
+    LLMClient,
+    LLMConfigError,
+    LLMError,
+    LLMSettings,
+    ResponseCache,
+    Usage,
+    resolve_endpoint,
 )
-
 
 
 class RollupSettings(BaseModel):
@@ -66,8 +79,7 @@ class LLMBackend:
 
 # ---------------------------------------------------------------- one video
 def _failure(item: VideoItem, item_id: str, level: Level, stage: str, reason: str, detail: str) -> QuarantineRecord:
-    return QuarantineRecord(item_id=item_id, video_id=item.video_id, level=level, reason=reason, detail=detail,
-                            stage=stage, source=item.source)
+    return item.failure(item_id, level, stage, reason, detail)
 
 
 def event_contexts(item: VideoItem) -> list[TextContext]:
@@ -155,6 +167,7 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     item.summaries = summaries + [s for s in item.summaries if s.item_id not in drafted]
     item.qa = [p for pairs in event_results[len(events):] for p in pairs] + video_qa
     item.quarantine = [q for q in item.quarantine if q.stage not in ("summarize", "qa")] + failures
+    item.advance("drafted")
     return item
 
 

@@ -17,9 +17,9 @@ import ffmpeg
 from pydantic import BaseModel, Field
 
 from hivau.schemas.records import CutMode, SourceVideo
-from hivau.tasks.media import last_error_line, require_binary, run_quiet
-from hivau.tasks.probe import read_packets
-from hivau.tasks.segments import keyframe_at_or_before
+from hivau.tasks.build.media import last_error_line, require_binary, run_quiet
+from hivau.tasks.build.probe import read_packets
+from hivau.tasks.build.segments import keyframe_at_or_before
 from hivau.workspace import Workspace, atomic_write_json
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from hivau.schemas.records import Generator, MotionPhraseRecord
-from hivau.tasks.nlp import model_id, parse
+from hivau.schemas.item import Tables
+from hivau.schemas.records import Caption, Generator, MotionPhraseRecord, Summary
+from hivau.tasks.text.nlp import model_id, parse
 
 SUBJECT_DEPS = {"nsubj", "nsubjpass", "csubj", "csubjpass", "expl"}
 OBJECT_DEPS = {"dobj", "obj", "dative", "attr", "oprd"}
@@ -103,19 +104,45 @@ def hawk_baseline_phrases(text: str) -> list[str]:
 MOTION_VERSION = "motion@1"
 
 
-def motion_records(item) -> list[MotionPhraseRecord]:
-    """Motion phrases of every caption and summary description of one video (a new list; texts unchanged)."""
+def _sources(captions: list[Caption], summaries: list[Summary]) -> list[tuple]:
+    """(item id, level, video id, source, text, provenance) of every text motion phrases are taken from."""
+    out = [(c.item_id, c.level, c.video_id, "caption", c.text, c.provenance) for c in captions]
+    out += [(s.item_id, s.level, s.video_id, "description" if s.description else "summary", s.description or s.text,
+             s.provenance) for s in summaries]
+    return out
+
+
+def _extract(item_id: str, level, video_id: str, source, text: str, provenance) -> list[MotionPhraseRecord]:
     generator = Generator(backend="spacy", model=model_id(), prompt_version=MOTION_VERSION)
-    sources = [(c.item_id, c.level, "caption", c.text, c.provenance) for c in item.captions]
-    sources += [(s.item_id, s.level, "description" if s.description else "summary", s.description or s.text,
-                 s.provenance) for s in item.summaries]
-    records = []
-    for item_id, level, source, text, provenance in sources:
-        if not text.strip() or provenance == "rejected":
+    return [MotionPhraseRecord(item_id=item_id, level=level, video_id=video_id, source=source, text=phrase.text,
+                               verb=phrase.lemma, subjects=phrase.subjects, objects=phrase.objects,
+                               preps=phrase.preps, text_provenance=provenance, generator=generator)
+            for phrase in motion_phrases(text)]
+
+
+def motion_records(item) -> list[MotionPhraseRecord]:
+    """Motion phrases of every caption and summary description of one video's drafts (a new list)."""
+    return [r for src in _sources(item.captions, item.summaries) if src[4].strip() and src[5] != "rejected"
+            for r in _extract(*src)]
+
+
+# texts a review left as drafted: their phrases are the drafts' own
+UNCHANGED = ("human", "auto_draft", "accepted")
+
+
+def merged_motion_records(tables: Tables) -> list[MotionPhraseRecord]:
+    """Motion phrases of the merged texts: a text a reviewer left as drafted keeps the phrases extracted from its
+    draft (`tables.motion_phrases`), an edited text is parsed again, a rejected or re-timed one has none. So
+    spaCy runs once per text, however often the manifests are written."""
+    drafted: dict[tuple[str, str], list[MotionPhraseRecord]] = {}
+    for r in tables.motion_phrases:
+        drafted.setdefault((r.item_id, r.source), []).append(r)
+    out = []
+    for item_id, level, video_id, source, text, provenance in _sources(tables.captions, tables.summaries):
+        if not text.strip() or provenance in ("rejected", "boundaries_corrected"):
             continue
-        for phrase in motion_phrases(text):
-            records.append(MotionPhraseRecord(item_id=item_id, level=level, video_id=item.video_id, source=source,
-                                              text=phrase.text, verb=phrase.lemma, subjects=phrase.subjects,
-                                              objects=phrase.objects, preps=phrase.preps,
-                                              text_provenance=provenance, generator=generator))
-    return records
+        if provenance in UNCHANGED and (item_id, source) in drafted:
+            out += [r.model_copy(update={"text_provenance": provenance}) for r in drafted[(item_id, source)]]
+        elif provenance not in UNCHANGED:
+            out += _extract(item_id, level, video_id, source, text, provenance)
+    return out

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from hivau.schemas import reasons
 from hivau.schemas.item import AnnotatedClip, AnnotatedEvent, VideoItem
-from hivau.schemas.records import HUMAN, Caption, Clip, Event, QuarantineRecord, Summary
-from hivau.tasks import segments as seg
+from hivau.schemas.records import HUMAN, Caption, Clip, Event, Summary
+from hivau.tasks.build import segments as seg
 
 
 class ClipPolicy(BaseModel):
@@ -52,8 +52,7 @@ class PlanSettings(BaseModel):
 def _reject(item: VideoItem, item_id: str, level: str, check_or_reason, detail: str = "") -> None:
     reason = getattr(check_or_reason, "reason", check_or_reason)
     detail = getattr(check_or_reason, "detail", "") or detail
-    item.quarantine.append(QuarantineRecord(item_id=item_id, video_id=item.video_id, level=level, reason=reason,
-                                            detail=detail, stage="validate", source=item.source))
+    item.quarantine.append(item.failure(item_id, level, "validate", reason, detail))
 
 
 def _resolve_units(events: list[AnnotatedEvent], fps: float) -> list[AnnotatedEvent]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hivau.schemas.item import Tables
-from hivau.tasks.cut import CutSettings, cut_or_resume
+from hivau.tasks.build.cut import CutSettings, cut_or_resume
 from hivau.workspace import Workspace
 
 

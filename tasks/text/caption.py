@@ -15,14 +15,17 @@ from typing import Callable, Iterable, Literal, Optional, Protocol, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivau.models.data import FrameStore
+from hivau.models.io import load_model
+from hivau.models.registry import resolve_model
 from hivau.prompts import load_prompt
+from hivau.prompts.questions import TEMPLATES
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
 from hivau.schemas.records import Caption, Generator, QuarantineRecord
-from hivau.tasks.frames import sample_frames
-from hivau.tasks.llm import LLMClient, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint
+from hivau.tasks.build.frames import sample_frames
+from hivau.tasks.text.llm import LLMClient, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint
 from hivau.workspace import Workspace, atomic_write_json
-
 
 
 class CaptionSettings(BaseModel):
@@ -196,11 +199,6 @@ class HivauCaptioner:
     motion-masked frames beside them from the clip file, then answers the clip-caption instruction."""
 
     def __init__(self, settings: CaptionSettings):
-        from hivau.models.data import FrameStore
-        from hivau.models.io import load_model
-        from hivau.models.registry import resolve_model
-        from hivau.tasks.release import TEMPLATES
-
         if not settings.model:
             raise ValueError("the hivau captioner needs captioner.model: a hivau-train model folder or models folder")
         self.path = resolve_model(settings.model)
@@ -215,7 +213,7 @@ class HivauCaptioner:
         return self.store.uniform(Path(clip.media_path), self.model.cfg.n_frames)
 
     def caption(self, clips: list[ClipFrames]) -> list[CaptionResult]:
-        from hivau.models.train import to_device
+        from hivau.models.inference import to_device
 
         results: list[CaptionResult] = []
         collate = self.model.collator()  # the model's own inputs: stacked frames, or its processor's tensors
@@ -240,7 +238,7 @@ def make_captioner(settings: CaptionSettings, ws: Workspace, usage: Optional[Usa
         return None
     if settings.backend in ("transformers", "hivau"):
         return _local_captioner(settings.model_dump_json())
-    return OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"), usage)
+    return OpenAICaptioner(settings, ResponseCache(ws.llm_cache), usage)
 
 
 @lru_cache(maxsize=2)
@@ -270,8 +268,7 @@ def _cache_key(captioner: Captioner, ws: Workspace, clip, settings: CaptionSetti
 
 
 def _caption_failure(item: VideoItem, clip_id: str, reason: str, detail: str) -> QuarantineRecord:
-    return QuarantineRecord(item_id=clip_id, video_id=item.video_id, level="clip", reason=reason, detail=detail,
-                            stage="caption", source=item.source)
+    return item.failure(clip_id, "clip", "caption", reason, detail)
 
 
 def _clips_to_caption(item: VideoItem, captioner: Optional[Captioner], settings: CaptionSettings) -> list:
@@ -293,7 +290,7 @@ def _clips_to_caption(item: VideoItem, captioner: Optional[Captioner], settings:
 def _from_cache(item: VideoItem, clip, ws: Workspace, captioner: Captioner, settings: CaptionSettings) -> Optional[str]:
     """The clip's cache key, or None when its caption is already stored under that key (then it is applied)."""
     key = _cache_key(captioner, ws, clip, settings)
-    state_path = ws.state / "captions" / f"{clip.clip_id}.json"
+    state_path = ws.caption_state(clip.clip_id)
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if state.get("key") != key:
         return key
@@ -318,7 +315,7 @@ def _apply(item: VideoItem, frames: ClipFrames, key: str, result: CaptionResult,
     caption = Caption(item_id=frames.clip_id, level="clip", video_id=item.video_id, text=result,
                       provenance="auto_draft", generator=generator, frame_times=frames.times_s)
     item.captions = [c for c in item.captions if c.item_id != frames.clip_id] + [caption]
-    atomic_write_json(ws.state / "captions" / f"{frames.clip_id}.json",
+    atomic_write_json(ws.caption_state(frames.clip_id),
                       {"key": key, "caption": caption.model_dump(mode="json")})
 
 
@@ -338,6 +335,8 @@ def caption_items(items: list[VideoItem], ws: Workspace, captioner: Optional[Cap
         results = captioner.caption([frames for _, frames, _ in pending]) if pending else []
         for (item, frames, key), result in zip(pending, results):
             _apply(item, frames, key, result, captioner.generator, ws)
+    for item in items:
+        item.advance("captioned")
     return items
 
 
@@ -346,7 +345,7 @@ def caption_stream(items: Iterable[VideoItem], ws: Workspace, settings: CaptionS
     """The OpenAI-compatible captioner over a whole run: one client keeps `llm.concurrency` requests in flight
     across videos; frames are decoded (in a thread) only for clips about to be sent. Each video is handed to
     `on_done` when its clips are done."""
-    captioner = OpenAICaptioner(settings, ResponseCache(ws.state / "llm_cache"))
+    captioner = OpenAICaptioner(settings, ResponseCache(ws.llm_cache))
     concurrency = captioner.llm.concurrency
     window = window or max(2 * concurrency, 4)
 
@@ -366,6 +365,7 @@ def caption_stream(items: Iterable[VideoItem], ws: Workspace, settings: CaptionS
             async def one_video(item: VideoItem) -> None:
                 try:
                     await asyncio.gather(*(one_clip(item, c) for c in _clips_to_caption(item, captioner, settings)))
+                    item.advance("captioned")
                     on_done(item)
                 finally:
                     videos.release()

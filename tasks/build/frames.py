@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hivau.tasks.segments import time_to_frame_range, uniform_frame_indices
+from hivau.tasks.build.segments import time_to_frame_range, uniform_frame_indices
 
 
 @dataclass

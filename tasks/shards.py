@@ -14,15 +14,15 @@ from pydantic import BaseModel, Field
 
 from hivau.schemas import reasons
 from hivau.schemas.item import AnnotatedEvent, BatchRecord, Tables, VideoItem
-from hivau.schemas.records import AnnotationFormat, CutMode, QuarantineRecord, ReviewRecord
-from hivau.tasks.caption import CaptionSettings, caption_items, make_captioner
-from hivau.tasks.cut import CutError, CutSettings, cut_or_resume
-from hivau.tasks.decouple import PlanSettings, plan_video
-from hivau.tasks.ingest import load_annotations
-from hivau.tasks.merge import load_rule, merge_segments, review_of, winners
-from hivau.tasks.motion import motion_records
-from hivau.tasks.probe import ProbeError, probe_video
-from hivau.tasks.review_media import prepare_review_media
+from hivau.schemas.records import AnnotationFormat, CutMode, ReviewRecord
+from hivau.tasks.build.cut import CutError, CutSettings, cut_or_resume
+from hivau.tasks.build.ingest import load_annotations
+from hivau.tasks.build.plan import PlanSettings, plan_video
+from hivau.tasks.build.probe import ProbeError, probe_video
+from hivau.tasks.review.media import prepare_review_media
+from hivau.tasks.review.merge import load_rule, merge_segments, review_of, winners
+from hivau.tasks.text.caption import CaptionSettings, caption_items, make_captioner
+from hivau.tasks.text.motion import motion_records
 from hivau.workspace import Workspace
 
 REVIEWED_ANOMALY_LABEL = "Anomaly"
@@ -39,6 +39,12 @@ class ShardReport(BaseModel):
     pid: int = Field(default_factory=os.getpid)
     started: float = Field(default_factory=time.monotonic, exclude=True)
     seconds: float = 0.0  # the shard's wall time: the benchmark reads whether shards slow down as a run goes on
+
+    def save(self, ws: Workspace, item: VideoItem) -> None:
+        """Write a finished video's record back to the store and count it."""
+        ws.put_video(item)
+        self.videos += 1
+        self.quarantined += item.status == "quarantined"
 
     def finish(self) -> "ShardReport":
         self.seconds = round(time.monotonic() - self.started, 3)
@@ -74,8 +80,7 @@ def ingest_batch(ws: Workspace, batch_id: str, fmt: AnnotationFormat, annotation
         old = ws.get_video(item.video_id)
         item.batch = batch_id
         if _same_file(item, old):
-            item.probe = old.probe.model_copy(update={"labels": item.labels, "is_anomaly": bool(item.labels),
-                                                      "source_format": item.source_format})
+            item.probe = old.probe
         ws.put_video(item)
     kept = {it.video_id for it in report.items}
     for video_id in (previous.video_ids if previous else []):
@@ -100,11 +105,10 @@ def probe_item(item: VideoItem) -> VideoItem:
         item.status = "probed"
         return item
     try:
-        item.probe = probe_video(item.path, item.video_id, item.source_format, item.labels)
+        item.probe = probe_video(item.path, item.video_id, item.source_format)
         item.status = "probed"
     except ProbeError as exc:
-        item.quarantine.append(QuarantineRecord(item_id=item.video_id, video_id=item.video_id, level="video",
-                                                reason=exc.reason, detail=exc.detail, stage="probe", source=item.source))
+        item.quarantine.append(item.failure(item.video_id, "video", "probe", exc.reason, exc.detail))
         item.status = "quarantined"
     return item
 
@@ -166,9 +170,7 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
             if not record_failures:
                 raise
             failed.add(segment_id)
-            item.quarantine.append(QuarantineRecord(item_id=segment_id, video_id=item.video_id, level=level,
-                                                    reason=reasons.CUT_FAILED, detail=str(exc), stage="cut",
-                                                    source=item.source))
+            item.quarantine.append(item.failure(segment_id, level, "cut", reasons.CUT_FAILED, str(exc)))
             continue
         record.cut_start_s, record.cut_end_s, record.cut_mode = result.start_s, result.end_s, result.mode
         record.n_frames, record.media_path = result.n_frames, ws.relative(dst)
@@ -187,9 +189,8 @@ def failed_item(item: VideoItem, stage: str, error: BaseException) -> VideoItem:
     """A video whose shard failed for good: quarantined with the error, so the run goes on."""
     item = item.model_copy(deep=True)
     reason, where = SHARD_FAILURES.get(stage, (reasons.SHARD_FAILED, stage))
-    item.quarantine.append(QuarantineRecord(item_id=item.video_id, video_id=item.video_id, level="video",
-                                            reason=reason, detail=f"{type(error).__name__}: {error}"[:500],
-                                            stage=where, source=item.source))
+    detail = f"{type(error).__name__}: {error}"[:500]
+    item.quarantine.append(item.failure(item.video_id, "video", where, reason, detail))
     item.status = "quarantined"
     return item
 
@@ -198,7 +199,7 @@ SHARD_FAILURES = {"cut": (reasons.CUT_FAILED, "cut"), "caption": (reasons.CAPTIO
 
 
 # ---------------------------------------------------------------- shards: the unit of work a task runs
-def process_shard(ws: Workspace, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings, cut: CutSettings,
+def probe_plan_cut_shard(ws: Workspace, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings, cut: CutSettings,
                   record_failures: bool = True) -> ShardReport:
     """Probe, plan and cut a shard of videos, each read from and written back to the store."""
     report = ShardReport()
@@ -210,23 +211,15 @@ def process_shard(ws: Workspace, video_ids: list[str], cut_mode: CutMode, plan: 
             report.segments_resumed += 1
 
     for item in ws.iter_videos(video_ids):
-        item = cut_item(plan_item(probe_item(item), plan, ws), ws, cut_mode, cut, record_failures, count)
-        ws.put_video(item)
-        report.videos += 1
-        report.quarantined += item.status == "quarantined"
+        report.save(ws, cut_item(plan_item(probe_item(item), plan, ws), ws, cut_mode, cut, record_failures, count))
     return report.finish()
 
 
 def caption_shard(ws: Workspace, video_ids: list[str], settings: CaptionSettings) -> ShardReport:
     """Caption the shard's clips, batched across its videos (model backends), or list which lack one."""
     report = ShardReport()
-    items = list(ws.iter_videos(video_ids))
-    done = caption_items(items, ws, make_captioner(settings, ws), settings)
-    for item in done:
-        if item.status != "quarantined":
-            item.status = "captioned"
-        ws.put_video(item)
-    report.videos, report.quarantined = len(done), sum(it.status == "quarantined" for it in done)
+    for item in caption_items(list(ws.iter_videos(video_ids)), ws, make_captioner(settings, ws), settings):
+        report.save(ws, item)
     return report.finish()
 
 
@@ -236,10 +229,8 @@ def motion_shard(ws: Workspace, video_ids: list[str]) -> ShardReport:
     for item in ws.iter_videos(video_ids):
         if item.status != "quarantined":
             item.motion_phrases = motion_records(item)
-            item.status = "done"
-        ws.put_video(item)
-        report.videos += 1
-        report.quarantined += item.status == "quarantined"
+        item.advance("done")
+        report.save(ws, item)
     return report.finish()
 
 

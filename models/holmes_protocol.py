@@ -34,6 +34,9 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from hivau.models.metrics import TEXT_METRICS, CaptionScorer, fmt, metrics_rows
+from hivau.schemas.records import read_release_rows
+
 PROTOCOL_METRICS = ("BLEU", "CIDEr", "METEOR", "ROUGE-L")
 BLEU_N = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
 # the answer's key in a predictions line: ours, HIVAU's misspelling, and the usual alternatives
@@ -110,10 +113,7 @@ def read_hivau_references(path: str | Path) -> list[Reference]:
 
 def read_release_references(release: str | Path) -> list[Reference]:
     """A release's test split (`data/test.parquet`), in id order."""
-    import pandas as pd
-
-    frame = pd.read_parquet(Path(release) / "data" / "test.parquet", columns=["id", "level", "task", "answer"])
-    return [Reference(str(r.id), r.level, r.task, r.answer or "") for r in frame.sort_values("id").itertuples()]
+    return [Reference(r.id, r.level, r.task, r.answer or "") for r in read_release_rows(release, "test", by_id=True)]
 
 
 def match(references: list[Reference], predictions: dict[str, str]) -> tuple[dict[str, str], dict]:
@@ -190,8 +190,6 @@ def evaluate_predictions(predictions: str | Path, release: Optional[str | Path] 
                          meteor: bool = True) -> dict:
     """Score a predictions JSONL against a release's test split or a HIVAU test JSONL; writes
     metrics.json and metrics.md to `out` (default: FILE's folder / "<FILE stem>-eval")."""
-    from hivau.models.evaluate import CaptionScorer
-
     if (release is None) == (references is None):
         raise ValueError("give exactly one of a release folder or a HIVAU-format references JSONL")
     predictions = Path(predictions)
@@ -208,10 +206,6 @@ def evaluate_predictions(predictions: str | Path, release: Optional[str | Path] 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "metrics.md").write_text(protocol_table(metrics))
     return metrics
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _ids(ids: list[str], limit: int = 20) -> str:
@@ -233,8 +227,6 @@ def coverage_lines(coverage: dict) -> list[str]:
 
 def protocol_table(metrics: dict) -> str:
     """metrics.md: the protocol per level (with the paper's figures), per task and pooled, then ours."""
-    from hivau.models.evaluate import TEXT_METRICS, metrics_rows
-
     protocol, paper = metrics["protocol"], metrics.get("paper", {})
     lines = [f"Predictions: {metrics['predictions']}  ", f"References: {metrics['references']}", ""]
     lines += [f"- {line}" for line in coverage_lines(metrics["coverage"])]
@@ -246,16 +238,16 @@ def protocol_table(metrics: dict) -> str:
     for lvl, row in protocol["levels"].items():
         ref = paper.get(lvl, {})
         lines.append(f"| {lvl} | {row['n']} | {', '.join(row['tasks'])} | "
-                     + " | ".join(_fmt(row[k]) for k in PROTOCOL_METRICS) + " | "
-                     + " | ".join(_fmt(ref.get(k)) for k in PROTOCOL_METRICS) + " |")
+                     + " | ".join(fmt(row[k]) for k in PROTOCOL_METRICS) + " | "
+                     + " | ".join(fmt(ref.get(k)) for k in PROTOCOL_METRICS) + " |")
     cols = ("BLEU", *BLEU_N, "CIDEr", "METEOR", "ROUGE-L")
     lines += ["", "The protocol per task group, and per level pooled over its tasks (ReactVAU's grouping):", "",
               "| group | n | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     named = [*protocol["tasks"].items(), *((f"{lvl} (pooled)", r) for lvl, r in protocol["pooled"].items())]
-    lines += [f"| {name} | {row['n']} | " + " | ".join(_fmt(row[k]) for k in cols) + " |" for name, row in named]
+    lines += [f"| {name} | {row['n']} | " + " | ".join(fmt(row[k]) for k in cols) + " |" for name, row in named]
     lines += ["", "Our metrics (pycocoevalcap corpus BLEU-n, METEOR, ROUGE-L, CIDEr):", "",
               "| group | n | " + " | ".join(TEXT_METRICS) + " |", "|" + "---|" * (len(TEXT_METRICS) + 2)]
-    lines += [f"| {r['group']} | {r['n']} | " + " | ".join(_fmt(r[k]) for k in TEXT_METRICS) + " |"
+    lines += [f"| {r['group']} | {r['n']} | " + " | ".join(fmt(r[k]) for k in TEXT_METRICS) + " |"
               for r in metrics_rows(metrics)]
     return "\n".join(lines) + "\n"
 

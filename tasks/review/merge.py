@@ -1,23 +1,27 @@
-"""Merge reviews into the drafts and write the manifests: human text wins, and every row says how it got there.
-
-`merge` is pure (tables in, tables out); `merge_workspace` adds the I/O: it streams the store's records and
-the stored reviews into a new manifest set, re-cutting segments whose boundaries a reviewer moved.
-"""
+"""Merge rules: which annotation counts (ReviewRule), and reviews merged into the drafts, human text winning and
+every row saying how it got there. Pure (tables in, tables out) but for the rule's file in the workspace."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from typing import Iterable, Literal, Optional
 
 from pydantic import BaseModel, Field
 
-from hivau.schemas.item import BatchRecord, Tables, VideoItem
+from hivau.schemas.item import Tables
 from hivau.schemas.records import (
-    HUMAN, Caption, Clip, Event, Level, Provenance, QAPair, QuarantineRecord, ReviewRecord, Summary, segment_key,
+    HUMAN,
+    Caption,
+    Clip,
+    Event,
+    Level,
+    Provenance,
+    QAPair,
+    ReviewRecord,
+    Summary,
+    segment_key,
 )
-from hivau.tasks.cut import CutSettings, cut_or_resume
-from hivau.tasks.texts import QA_TYPES
+from hivau.tasks.text.contracts import QA_TYPES
 from hivau.workspace import Workspace, atomic_write_json
 
 MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa")
@@ -60,16 +64,15 @@ def _latest(annotations: list[ReviewRecord]) -> ReviewRecord:
     return max(annotations, key=lambda a: (a.updated_at or a.created_at, a.annotation_id))
 
 
-RULE_FILE = "review_rule.json"
 
 
 def load_rule(ws: Workspace) -> ReviewRule:
-    path = ws.state / RULE_FILE
+    path = ws.review_rule
     return ReviewRule.model_validate_json(path.read_bytes()) if path.is_file() else ReviewRule()
 
 
 def save_rule(ws: Workspace, rule: ReviewRule) -> None:
-    atomic_write_json(ws.state / RULE_FILE, rule.model_dump(mode="json"))
+    atomic_write_json(ws.review_rule, rule.model_dump(mode="json"))
 
 
 def winners(annotations: Iterable[ReviewRecord], rule: ReviewRule) -> dict[str, ReviewRecord]:
@@ -264,162 +267,3 @@ def merge(drafts: Tables, reviews: dict[str, ReviewRecord]) -> tuple[Tables, set
         out_qa += merge_qa(item_id, own, review, review.level if review else own[0].level,
                            review.video_id if review else own[0].video_id)
     return replace(drafts, events=events, clips=clips, captions=captions, summaries=summaries, qa=out_qa), used
-
-
-class RunSummary(BaseModel):
-    """Every input accounted for: entries = videos_processed + videos_quarantined (+ videos_unfinished)."""
-
-    entries: int = 0
-    videos_processed: int = 0
-    videos_quarantined: int = 0
-    videos_unfinished: int = 0  # a build stopped before they were done: run it again
-    events: int = 0
-    clips: int = 0
-    captions: int = 0
-    summaries: int = 0
-    qa_pairs: int = 0
-    motion_phrases: int = 0
-    reviews: int = 0  # stored Label Studio annotations, every annotator's
-    reviews_unmatched: int = 0  # "N reviews no longer match a segment": kept, listed, never moved to other times
-    texts_by_generator: dict[str, int] = Field(default_factory=dict)
-    quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
-    quarantined_by_level: dict[str, int] = Field(default_factory=dict)
-    workspace: str = ""
-
-    def add(self, item: VideoItem) -> None:
-        """Count one stored record (its drafts, as the build wrote them)."""
-        if item.status not in FINAL:
-            self.videos_unfinished += 1
-            return
-        self.add_quarantine(item.quarantine)
-        if item.status == "quarantined":
-            self.videos_quarantined += 1
-            return
-        self.videos_processed += 1
-        self.events, self.clips = self.events + len(item.planned_events), self.clips + len(item.planned_clips)
-        self.captions, self.summaries = self.captions + len(item.captions), self.summaries + len(item.summaries)
-        self.qa_pairs, self.motion_phrases = self.qa_pairs + len(item.qa), self.motion_phrases + len(item.motion_phrases)
-        for t in [*item.captions, *item.summaries, *item.qa]:
-            key = f"{t.__class__.__name__.lower()}:{t.generator.backend}"
-            self.texts_by_generator[key] = self.texts_by_generator.get(key, 0) + 1
-
-    def add_quarantine(self, records: list[QuarantineRecord]) -> None:
-        for q in records:
-            self.quarantined_by_reason[q.reason] = self.quarantined_by_reason.get(q.reason, 0) + 1
-            self.quarantined_by_level[q.level] = self.quarantined_by_level.get(q.level, 0) + 1
-
-
-FINAL = ("done", "quarantined")
-
-
-class MergeResult(BaseModel):
-    tables_rewritten: list[str] = Field(default_factory=list)
-    recut: list[str] = Field(default_factory=list)
-    provenance: dict[str, int] = Field(default_factory=dict)
-    summary: RunSummary = Field(default_factory=RunSummary)
-    batches: dict[str, RunSummary] = Field(default_factory=dict)
-
-
-def recut_corrected(ws: Workspace, tables: Tables) -> list[str]:
-    """Cut the media of every event and clip whose reviewed boundaries moved (resumed when already cut)."""
-    videos = {v.video_id: v for v in tables.videos}
-    done = []
-    for row, seg_id, dst in [(e, e.event_id, ws.event_media(e.event_id)) for e in tables.events] + \
-                            [(c, c.clip_id, ws.clip_media(c.clip_id)) for c in tables.clips]:
-        if row.provenance != "boundaries_corrected" or row.cut_start_s is not None or row.video_id not in videos:
-            continue
-        result, fresh = cut_or_resume(ws, seg_id, dst, videos[row.video_id], row.start_s, row.end_s,
-                                      row.cut_mode or "accurate", CutSettings())
-        row.cut_start_s, row.cut_end_s, row.n_frames = result.start_s, result.end_s, result.n_frames
-        row.media_path = ws.relative(dst)
-        if fresh:
-            done.append(seg_id)
-    return done
-
-
-def _entries_of(batch: BatchRecord, owner: dict[str, Optional[str]]) -> tuple[int, list[QuarantineRecord]]:
-    """A batch's entries and ingest rejections, less those whose video another batch now owns."""
-    def mine(key: str) -> bool:
-        return owner.get(key, batch.batch_id) in (batch.batch_id, None)
-
-    moved = sum(1 for v in batch.video_ids if not mine(v))
-    rejected = [q for q in batch.quarantine if mine(q.item_id)]
-    return batch.n_entries - moved - (len(batch.quarantine) - len(rejected)), rejected
-
-
-def merge_workspace(ws: Workspace, rule: Optional[ReviewRule] = None) -> MergeResult:
-    """Write the manifests as one new set: every finished record of every batch in the store, merged with the
-    stored reviews (human text wins), plus the quarantine table, every annotation, the reviews that match no
-    segment of the current plan, the run summary and its report.
-
-    Records and reviews are read one video at a time; only files whose content changed are replaced.
-    `rule` (which annotation counts when several exist) defaults to the one recorded in the workspace.
-    """
-    result = MergeResult()
-    rule = rule or load_rule(ws)
-    batches = ws.batches()
-    owner: dict[str, Optional[str]] = {}
-    quarantine: list[QuarantineRecord] = []
-    provenance: Counter = Counter()
-    per_batch = {b.batch_id: RunSummary(workspace=str(ws.root)) for b in batches}
-    total = RunSummary(workspace=str(ws.root))
-
-    with ws.manifest_set() as out:
-        def unmatched(annotations: list[ReviewRecord], used: set[int]) -> None:
-            """Annotations of segments this plan no longer has: kept in the store, listed, never re-attached."""
-            used_keys = {a.key for a in annotations if a.annotation_id in used}
-            lost = [a for a in annotations if a.key not in used_keys and not a.was_cancelled]
-            out.add("reviews", annotations)
-            out.add("reviews_unmatched", lost)
-            total.reviews += len(annotations)
-            total.reviews_unmatched += len(lost)
-
-        for item in ws.iter_videos():
-            owner[item.video_id] = item.batch
-            total.add(item)
-            per_batch.setdefault(item.batch or "", RunSummary(workspace=str(ws.root))).add(item)
-            annotations = ws.video_reviews(item.video_id)
-            if item.status not in FINAL:  # a build stopped before this video was done: its reviews wait for it
-                unmatched(annotations, {a.annotation_id for a in annotations})
-                continue
-            quarantine += item.quarantine
-            if item.status == "quarantined":
-                unmatched(annotations, set())
-                continue
-            merged, used = merge(Tables.of([item]), winners(annotations, rule))
-            unmatched(annotations, used)
-            result.recut += recut_corrected(ws, merged)
-            for table in ("videos", *MERGED_TABLES):
-                out.add(table, getattr(merged, table))
-            out.add("motion_phrases", item.motion_phrases)
-            provenance.update(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa")
-                              for row in getattr(merged, table))
-        for video_id in ws.review_video_ids():  # reviews of videos no batch holds any more
-            if video_id not in owner:
-                unmatched(ws.video_reviews(video_id), set())
-        for batch in batches:
-            entries, rejected = _entries_of(batch, owner)
-            summary = per_batch[batch.batch_id]
-            summary.entries = entries
-            summary.videos_quarantined = entries - summary.videos_processed - summary.videos_unfinished
-            summary.add_quarantine(rejected)
-            total.entries += entries
-            total.add_quarantine(rejected)
-            quarantine += rejected
-        total.videos_quarantined = total.entries - total.videos_processed - total.videos_unfinished
-        out.add("quarantine", quarantine)
-        out.write_json("summary.json", {**total.model_dump(), "review_rule": rule.model_dump(mode="json"),
-                                        "batches": {k: v.model_dump() for k, v in per_batch.items() if k}})
-        out.write_bytes("quarantine.md", quarantine_report(quarantine).encode())
-    result.tables_rewritten = [name.removesuffix(".parquet") for name in out.changed if name.endswith(".parquet")]
-    result.provenance, result.summary, result.batches = dict(provenance), total, per_batch
-    return result
-
-
-def quarantine_report(quarantine: list[QuarantineRecord]) -> str:
-    lines = ["# Quarantine report", "", f"{len(quarantine)} records.", "",
-             "| item | level | reason | stage | detail |", "|---|---|---|---|---|"]
-    for q in quarantine:
-        detail = q.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {q.item_id} | {q.level} | {q.reason} | {q.stage} | {detail} |")
-    return "\n".join(lines) + "\n"

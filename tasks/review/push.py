@@ -1,0 +1,211 @@
+"""Push: every finished video's drafts go to its level's Label Studio project, new segments in review-queue order,
+changed drafts as new predictions; annotations are never touched. Also the scorer's proposals on video tasks."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
+
+from pydantic import BaseModel, Field
+
+from hivau.schemas.item import Tables, VideoItem
+from hivau.schemas.records import Level, QAPair, segment_key
+from hivau.tasks.review.labelstudio import LabelStudio
+from hivau.tasks.review.media import ReviewMedia, prepare_review_media
+from hivau.tasks.review.projects import ReviewSettings, document_root, ensure_project, media_url
+from hivau.tasks.review.queue import QueueItem, queue_order
+from hivau.tasks.review.results import (
+    PROPOSALS,
+    content_of,
+    draft_sha,
+    model_version,
+    proposal_timeline,
+    seconds_to_frames,
+    summary_result,
+    task_key,
+    textarea,
+    timeline,
+)
+from hivau.workspace import Workspace
+
+
+@dataclass
+class ReviewTask:
+    item_id: str
+    level: Level
+    key: str  # the segment it belongs to: video and times
+    data: dict
+    result: list[dict]
+    model_version: str
+    text: str = ""  # the main draft text (the queue's risk signals read it)
+    generators: tuple[str, ...] = ()
+
+    def payload(self) -> dict:
+        return {"data": self.data, "predictions": [{"model_version": self.model_version, "result": self.result}]}
+
+
+def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[Level, list[ReviewTask]]:
+    """One review task per clip, event and video that has media, with its drafts as the prediction."""
+    videos = {v.video_id: v for v in tables.videos}
+    captions = {c.item_id: c for c in tables.captions}
+    summaries = {s.item_id: s for s in tables.summaries}
+    qa: dict[str, list[QAPair]] = {}
+    for pair in tables.qa:
+        qa.setdefault(pair.item_id, []).append(pair)
+    out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
+
+    def add(level: Level, item_id: str, video_id: str, labels: list[str], m: ReviewMedia, start: float, end: float,
+            result: list[dict], drafts: list, text: str) -> None:
+        key = segment_key(level, video_id, start, end)
+        data = {"item_id": item_id, "key": key, "video_id": video_id, "labels": ", ".join(labels) or "none",
+                "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s, "start_s": start, "end_s": end,
+                "draft_sha": draft_sha(result)}
+        out[level].append(ReviewTask(item_id, level, key, data, result, model_version([d.generator for d in drafts]),
+                                     text, tuple(d.generator.backend for d in drafts)))
+
+    for clip in tables.clips:
+        if clip.clip_id in media:
+            cap = captions.get(clip.clip_id)
+            add("clip", clip.clip_id, clip.video_id, clip.labels, media[clip.clip_id], clip.start_s, clip.end_s,
+                textarea("caption", cap.text if cap else None), [cap] if cap else [], cap.text if cap else "")
+    for event in tables.events:
+        m = media.get(event.event_id)
+        if m is None:
+            continue
+        s, pairs = summaries.get(event.event_id), qa.get(event.event_id, [])
+        frames = seconds_to_frames(event.start_s - m.offset_s, event.end_s - m.offset_s, m.fps)
+        add("event", event.event_id, event.video_id, event.labels, m, event.start_s, event.end_s,
+            timeline(*frames) + summary_result(s, pairs), ([s] if s else []) + pairs, s.text if s else "")
+    for video_id, video in videos.items():
+        m = media.get(video_id)
+        if m is None:
+            continue
+        s, pairs = summaries.get(video_id), qa.get(video_id, [])
+        add("video", video_id, video_id, video.labels, m, 0.0, video.duration_s, summary_result(s, pairs),
+            ([s] if s else []) + pairs, s.text if s else "")
+    return out
+
+
+class PushReport(BaseModel):
+    projects: dict[str, int] = Field(default_factory=dict)
+    created: dict[str, int] = Field(default_factory=dict)
+    new_predictions: dict[str, int] = Field(default_factory=dict)
+    unchanged: dict[str, int] = Field(default_factory=dict)
+    audit: dict[str, int] = Field(default_factory=dict)  # new tasks put in the audit sample
+    requests: int = 0
+    url: str = ""
+
+
+TASK_FIELDS = "id,data,predictions"  # what a push reads of a known task
+
+
+def latest_prediction(task: dict) -> Optional[dict]:
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    return max(predictions, key=lambda p: p["id"]) if predictions else None
+
+
+def known_tasks(ls: LabelStudio, project_id: int, level: Level) -> dict[str, tuple[int, Optional[str], int]]:
+    """segment key -> (task id, hash of its latest prediction, highest queue position), listed page by page;
+    only these small tuples are kept, whatever the project's size."""
+    out = {}
+    for task in ls.iter_tasks(project_id, include=TASK_FIELDS):
+        key = task_key(level, task.get("data") or {})
+        if key is None:
+            continue
+        last = latest_prediction(task)
+        queue = int((task.get("data") or {}).get("queue") or 0)
+        out[key] = (task["id"], draft_sha(last["result"]) if last else None, queue)
+    return out
+
+
+def push_level(ls: LabelStudio, project_id: int, level: Level, tasks: list[ReviewTask], settings: ReviewSettings,
+               seed: str) -> tuple[int, int, int, int]:
+    """Import new segments in bulk, in review-queue order; a changed draft of a known segment becomes a new
+    prediction on its task, sent in bulk. Annotations are never touched, so a reviewer's work survives any
+    number of pushes. Returns (created, new predictions, unchanged, audited)."""
+    known = known_tasks(ls, project_id, level)
+    fresh = [t for t in tasks if t.key not in known]
+    start = max((q for _, _, q in known.values()), default=0)
+    order = queue_order([QueueItem(t.key, t.text, [x.strip() for x in t.data["labels"].split(",")],
+                                   list(t.generators)) for t in fresh], settings.audit_size, seed)
+    by_key = {t.key: t for t in fresh}
+    queued = []
+    for item, position, audit in order:
+        task = by_key[item.key]
+        task.data.update(queue=start + position, audit=audit, risk=item.risk, risk_reasons=", ".join(item.reasons))
+        queued.append(task)
+    for i in range(0, len(queued), settings.batch_size):
+        ls.import_tasks(project_id, [t.payload() for t in queued[i:i + settings.batch_size]])
+    changed = [{"task": known[t.key][0], "result": t.result, "model_version": t.model_version} for t in tasks
+               if t.key in known and known[t.key][1] != draft_sha(t.result)]
+    for i in range(0, len(changed), settings.batch_size):
+        ls.import_predictions(project_id, changed[i:i + settings.batch_size])
+    audited = sum(1 for _, _, a in order if a)
+    return len(fresh), len(changed), len(tasks) - len(fresh) - len(changed), audited
+
+
+def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: float = 0) -> PushReport:
+    """Send the drafts of every video in the store to their level's project."""
+    with ws.lock("review push", lock_wait_s):
+        return _push(ws, ls, settings)
+
+
+def review_tasks(ws: Workspace, settings: ReviewSettings) -> dict[Level, list[ReviewTask]]:
+    """Every finished video's review tasks; their media (events with context, playable videos) cut
+    `media_workers` videos at a time (resumed: build-hivau's review-media shards usually cut them already)."""
+    doc_root = document_root(ws, settings)
+
+    def of_video(item: VideoItem) -> dict[Level, list[ReviewTask]]:
+        tables = Tables.of([item])
+        media = prepare_review_media(ws, tables, settings.event_context_s)
+        return build_tasks(tables, media, lambda p: media_url(p, ws.media, doc_root))
+
+    out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
+    with ThreadPoolExecutor(settings.media_workers) as pool:
+        for tasks in pool.map(of_video, ws.iter_videos()):
+            for level, rows in tasks.items():
+                out[level] += rows
+    return out
+
+
+def _push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushReport:
+    doc_root = document_root(ws, settings)
+    tasks = review_tasks(ws, settings)
+    storage = {"clip": ws.media_dir("clip"), "event": ws.media_dir("review"), "video": ws.media_dir("video")}
+    report = PushReport(url=ls.conn.url)
+    for level in settings.levels:
+        pid = ensure_project(ls, ws, settings, level, storage[level], doc_root)
+        created, changed, same, audited = push_level(ls, pid, level, tasks[level], settings,
+                                                    f"{ws.root.name}:{level}")
+        report.projects[level], report.created[level] = pid, created
+        report.new_predictions[level], report.unchanged[level], report.audit[level] = changed, same, audited
+    report.requests = ls.requests
+    return report
+
+
+def push_proposals(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, proposals: dict[str, list],
+                   model_version: str) -> dict[str, int]:
+    """Add each unannotated video's proposed spans to its video task, as a prediction beside its drafts.
+
+    The video tasks must exist (push first). Returns video id -> spans sent; a video whose latest
+    prediction already carries the same spans gets no new one.
+    """
+    fps = {it.video_id: it.probe.fps for it in ws.iter_videos(proposals) if it.probe is not None}
+    doc_root = document_root(ws, settings)
+    pid = ensure_project(ls, ws, settings, "video", ws.media_dir("video"), doc_root)
+    tasks = {task_key("video", t.get("data") or {}): t for t in ls.iter_tasks(pid, include=TASK_FIELDS)}
+    sent = {}
+    for video_id, spans in proposals.items():
+        task = tasks.get(segment_key("video", video_id))
+        if task is None or video_id not in fps:
+            continue
+        frames = [seconds_to_frames(p.start_s, p.end_s, fps[video_id]) for p in spans]
+        last = latest_prediction(task)
+        drafts = [r for r in (last["result"] if last else []) if r.get("from_name") != PROPOSALS]
+        result = drafts + (proposal_timeline(frames) if frames else [])
+        if last is not None and content_of(last["result"]) == content_of(result):
+            continue
+        ls.create_prediction(task["id"], result, model_version)
+        sent[video_id] = len(frames)
+    return sent
