@@ -89,7 +89,7 @@ def load_video_vlm(path: Path, config: dict, device: str = "cpu"):
     import torch
     from safetensors.torch import load_file
 
-    from hivau.models.hf_vlm import PretrainedVideoLLM, VLMConfig
+    from hivau.models.vlm import PretrainedVideoLLM, VLMConfig
 
     cfg = VLMConfig.model_validate(config["hivau_vlm"])
     base = path / cfg.model_path if config.get("form") == "merged" else Path(cfg.model_path)

@@ -35,7 +35,7 @@ from hivau.models.interface import MOTION_PROMPT, VideoLLM
 from hivau.models.io import save_model
 from hivau.models.presets import pretrained, tiny, train_tokenizer
 from hivau.models.scorer import mil_ranking, snippet_bce, snippet_targets
-from hivau.models.hf_vlm import PretrainedVideoLLM, VLMConfig
+from hivau.models.vlm import PretrainedVideoLLM, VLMConfig
 from hivau.schemas.records import InstructionRow, read_release_rows
 from hivau.workspace import atomic_target, atomic_write_bytes
 

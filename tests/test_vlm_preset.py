@@ -26,7 +26,7 @@ from tiny_video_vlms import (  # noqa: E402
     build_tiny_qwen2_vl,
 )
 
-from hivau.models.hf_vlm import IGNORE, PretrainedVideoLLM, VLMConfig  # noqa: E402
+from hivau.models.vlm import IGNORE, PretrainedVideoLLM, VLMConfig  # noqa: E402
 
 FAMILIES = {"qwen2_vl": build_tiny_qwen2_vl,
             "qwen2_5_vl": lambda folder: build_tiny_qwen2_vl(folder, family="qwen2_5_vl"),
