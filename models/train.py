@@ -355,8 +355,9 @@ class TrainRecipe:
     def train(self) -> None:
         """Stage 2: the step loop, logging and checkpointing as configured, until the last step or `max_minutes`."""
         cfg = self.cfg
+        loader = self.setup_loader()
         self.model.train()
-        for micro in self.setup_loader():
+        for micro in loader:
             if cfg.max_minutes and time.time() - self.started > cfg.max_minutes * 60:
                 self.log({"stopped": "max_minutes", "step": self.step})
                 break
