@@ -135,6 +135,10 @@ class Workspace:
         """A clip's caption with the key of what made it (captioner, media, settings), for resuming."""
         return self.state / "captions" / f"{file_name(clip_id)}.json"
 
+    def motion_cache(self, video_id: str) -> Path:
+        """Motion phrases of a video's reviewer-edited texts, parsed once (the manifests' writer keeps them)."""
+        return self.state / "motion" / f"{file_name(video_id)}.json"
+
     @property
     def llm_cache(self) -> Path:
         """Answers of OpenAI-compatible servers by request, so a re-run sends no request twice."""

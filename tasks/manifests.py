@@ -3,20 +3,21 @@ re-cutting segments whose boundaries a reviewer moved; and a review pull followe
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Optional
 
 from pydantic import BaseModel, Field
 
 from hivau.schemas.item import BatchRecord, Tables, VideoItem
-from hivau.schemas.records import QuarantineRecord, ReviewRecord
+from hivau.schemas.records import MotionPhraseRecord, QuarantineRecord, ReviewRecord
 from hivau.tasks.build.cut import CutSettings, cut_or_resume
 from hivau.tasks.review.labelstudio import LabelStudio
 from hivau.tasks.review.merge import MERGED_TABLES, ReviewRule, load_rule, merge, winners
 from hivau.tasks.review.projects import ReviewSettings
 from hivau.tasks.review.pull import PullReport, pull
 from hivau.tasks.text.motion import merged_motion_records
-from hivau.workspace import Workspace
+from hivau.workspace import Workspace, atomic_write_json
 
 
 class RunSummary(BaseModel):
@@ -92,6 +93,18 @@ def recut_corrected(ws: Workspace, tables: Tables) -> list[str]:
     return done
 
 
+def merged_motion(ws: Workspace, video_id: str, merged: Tables) -> list[MotionPhraseRecord]:
+    """The merged texts' motion phrases; those of edited texts come from the workspace's cache once parsed."""
+    if not any(t.provenance == "edited" for t in [*merged.captions, *merged.summaries]):
+        return merged_motion_records(merged, {})[0]  # drafts' phrases only: nothing to parse or keep
+    path = ws.motion_cache(video_id)
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    records, used = merged_motion_records(merged, known)
+    if used != known:
+        atomic_write_json(path, used)
+    return records
+
+
 def _entries_of(batch: BatchRecord, owner: dict[str, Optional[str]]) -> tuple[int, list[QuarantineRecord]]:
     """A batch's entries and ingest rejections, less those whose video another batch now owns."""
     def mine(key: str) -> bool:
@@ -146,7 +159,7 @@ def write_manifests(ws: Workspace, rule: Optional[ReviewRule] = None) -> MergeRe
             result.recut += recut_corrected(ws, merged)
             for table in ("videos", *MERGED_TABLES):
                 out.add(table, getattr(merged, table))
-            out.add("motion_phrases", merged_motion_records(merged))
+            out.add("motion_phrases", merged_motion(ws, item.video_id, merged))
             provenance.update(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa")
                               for row in getattr(merged, table))
         for video_id in ws.review_video_ids():  # reviews of videos no batch holds any more

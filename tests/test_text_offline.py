@@ -60,7 +60,7 @@ def test_merged_motion_phrases_follow_the_reviewed_text_and_parse_only_edits(mon
     merged = Tables(captions=[edited, rejected, kept], motion_phrases=drafts.motion_phrases)
     parsed = []
     monkeypatch.setattr(motion, "motion_phrases", lambda text: parsed.append(text) or motion_phrases(text))
-    records = merged_motion_records(merged)
+    records, kept = merged_motion_records(merged, {})
     by_item = {}
     for r in records:
         by_item.setdefault(r.item_id, []).append(r)
@@ -68,6 +68,12 @@ def test_merged_motion_phrases_follow_the_reviewed_text_and_parse_only_edits(mon
     assert "vr_E0C1" not in by_item  # a rejected text trains nothing
     assert [r.text for r in by_item["vr_E1C0"]] == [r.text for r in drafts.motion_phrases if r.item_id == "vr_E1C0"]
     assert {r.text_provenance for r in by_item["vr_E1C0"]} == {"accepted"}
+    # the next write (another process: the workspace keeps `kept` as JSON) parses nothing again
+    import json
+
+    again, kept_again = merged_motion_records(merged, json.loads(json.dumps(kept)))
+    assert parsed == ["A woman climbs the fence."] and again == records and kept_again == kept
+    assert list(kept) == [motion.edited_key("vr_E0C0", "caption", "A woman climbs the fence.")]
 
 
 def _content_words(text: str) -> set[str]:

@@ -8,6 +8,7 @@ coordinated with ("a man breaks the window and steals a bag" -> "man steals bag"
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -130,19 +131,31 @@ def motion_records(item) -> list[MotionPhraseRecord]:
 UNCHANGED = ("human", "auto_draft", "accepted")
 
 
-def merged_motion_records(tables: Tables) -> list[MotionPhraseRecord]:
+def edited_key(item_id: str, source: str, text: str) -> str:
+    """Where an edited text's phrases are kept: its item, its field and the text itself."""
+    return f"{item_id}|{source}|{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def merged_motion_records(tables: Tables, parsed: dict[str, list[dict]]) -> tuple[list[MotionPhraseRecord], dict]:
     """Motion phrases of the merged texts: a text a reviewer left as drafted keeps the phrases extracted from its
-    draft (`tables.motion_phrases`), an edited text is parsed again, a rejected or re-timed one has none. So
-    spaCy runs once per text, however often the manifests are written."""
+    draft (`tables.motion_phrases`), an edited text has its own, a rejected or re-timed one none.
+
+    `parsed` holds edited texts' phrases from earlier writes (by `edited_key`); only texts not in it are parsed,
+    so spaCy runs once per text however often the manifests are written. Returns the records and the edited
+    texts' phrases now in use (what to keep for the next write)."""
     drafted: dict[tuple[str, str], list[MotionPhraseRecord]] = {}
     for r in tables.motion_phrases:
         drafted.setdefault((r.item_id, r.source), []).append(r)
-    out = []
+    out, used = [], {}
     for item_id, level, video_id, source, text, provenance in _sources(tables.captions, tables.summaries):
         if not text.strip() or provenance in ("rejected", "boundaries_corrected"):
             continue
-        if provenance in UNCHANGED and (item_id, source) in drafted:
-            out += [r.model_copy(update={"text_provenance": provenance}) for r in drafted[(item_id, source)]]
-        elif provenance not in UNCHANGED:
-            out += _extract(item_id, level, video_id, source, text, provenance)
-    return out
+        if provenance in UNCHANGED:
+            out += [r if r.text_provenance == provenance else r.model_copy(update={"text_provenance": provenance})
+                    for r in drafted.get((item_id, source), [])]
+            continue
+        key = edited_key(item_id, source, text)
+        used[key] = parsed[key] if key in parsed else [r.model_dump(mode="json") for r in
+                                                        _extract(item_id, level, video_id, source, text, provenance)]
+        out += [MotionPhraseRecord.model_validate(r) for r in used[key]]
+    return out, used
