@@ -406,9 +406,9 @@ def write_report(stored: dict) -> None:
     for n in sorted(stored["sizes"], key=int):
         size = stored["sizes"][n]
         for path in PATHS:
-            r = size[path]
-            if path not in size:
+            if path not in size:  # results of an older version of this script
                 continue
+            r = size[path]
             name = {"manifests": "write manifests", "rewrite": "write them again, no new reviews"}.get(
                 path, f"release rows ({size['input']['rows']:,})")
             lines.append(f"| {int(n):,} | {name} | {r['baseline']['wall_s']:.2f} | {r['head']['wall_s']:.2f} | "

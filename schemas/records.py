@@ -319,8 +319,10 @@ def read_release_rows(release: str | Path, split: str, levels: Optional[Sequence
     path = Path(release) / "data" / f"{split}.parquet"
     if missing_ok and not path.is_file():
         return []
-    rows = [InstructionRow.model_validate(r) for r in pq.read_table(path).to_pylist()]
-    rows = [r for r in rows if (levels is None or r.level in levels) and (tasks is None or r.task in tasks)]
+    rows = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):  # never the whole table as dicts at once
+        rows += [InstructionRow.model_validate(r) for r in batch.to_pylist()
+                 if (levels is None or r["level"] in levels) and (tasks is None or r["task"] in tasks)]
     return sorted(rows, key=lambda r: r.id) if by_id else rows
 
 
