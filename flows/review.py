@@ -1,4 +1,5 @@
-"""`sync-reviews`: annotators' work pulled from Label Studio into the workspace; and the push `build-hivau` ends with."""
+"""`sync-reviews`, which pulls annotators' work from Label Studio into the workspace, and the push task that
+`build-hivau` ends with."""
 
 from __future__ import annotations
 
