@@ -20,7 +20,7 @@ from pydantic import Field
 
 from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
-from hivau.schemas.records import AnnotationFormat, CutMode
+from hivau.schemas.records import AnnotationFormat, CutMode, Level
 from hivau.tasks import manifests
 from hivau.tasks.build.cut import CutSettings
 from hivau.tasks.build.plan import PlanSettings
@@ -35,6 +35,7 @@ from hivau.tasks.shards import (
     probe_plan_cut_shard,
     review_media_shard,
     shards,
+    verify_shard,
 )
 from hivau.tasks.text.caption import CaptionSettings, caption_stream
 from hivau.tasks.text.rollup import RollupSettings, run_rollup
@@ -89,6 +90,11 @@ def caption_videos_online(workspace: str, video_ids: list[str], settings: Captio
 @task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def extract_motion_phrases(workspace: str, video_ids: list[str]) -> ShardReport:
     return motion_shard(Workspace.at(workspace), video_ids)
+
+
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def verify_drafts(workspace: str, video_ids: list[str], levels: tuple[Level, ...]) -> ShardReport:
+    return verify_shard(Workspace.at(workspace), video_ids, levels)
 
 
 @task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -175,7 +181,7 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
                    shard_size: int) -> dict:
     """Every stage of one batch, shard by shard, on the flow's task runner (the roll-up talks to the LLM from here)."""
     video_ids = Workspace.at(workspace).get_batch(batch).video_ids
-    progress = Progress(4 + (review_context_s is not None))
+    progress = Progress(6 + (review_context_s is not None))
     seconds: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -194,10 +200,18 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
         reports["caption"] = run_shards("caption", lambda part: caption_videos.submit(workspace, part, captioner),
                                         video_ids, shard_size, workspace, progress)
     timed("caption")
+    # clip captions are checked before the roll-up reads them; events and videos once they are drafted
+    reports["verify-captions"] = run_shards(
+        "verify-captions", lambda part: verify_drafts.submit(workspace, part, ("clip",)), video_ids, shard_size,
+        workspace, progress)
+    timed("verify_captions")
     rollup_note = roll_up_texts(workspace, video_ids, rollup)
     progress.stage += 1
     progress.update(0.0)
     timed("rollup")
+    reports["verify"] = run_shards("verify", lambda part: verify_drafts.submit(workspace, part, ("event", "video")),
+                                   video_ids, shard_size, workspace, progress)
+    timed("verify")
     reports["motion"] = run_shards("motion", lambda part: extract_motion_phrases.submit(workspace, part), video_ids,
                                    shard_size, workspace, progress)
     timed("motion")
@@ -260,6 +274,8 @@ def build_hivau(
         summary, total = written["batches"].get(batch, {}), written["summary"]
         create_table_artifact(total_rows(summary, total), key="build-hivau-summary",
                               description=f"build-hivau batch {batch} into {workspace}")
+        create_table_artifact(check_rows(summary), key="build-hivau-checks",
+                              description=f"draft checks of batch {batch}: failed checks per check, level, severity")
         if review.should_push():
             pushed = push_for_review(str(ws.root), review)
             print(f"review: drafts waiting in Label Studio at {pushed.url} (projects {pushed.projects})")
@@ -267,6 +283,9 @@ def build_hivau(
           f"{summary.get('videos_quarantined', 0)} quarantined, {summary.get('events', 0)} events, "
           f"{summary.get('clips', 0)} clips, {summary.get('captions', 0)} captions, {summary.get('summaries', 0)} "
           f"summaries, {summary.get('qa_pairs', 0)} QA pairs, {summary.get('motion_phrases', 0)} motion phrases; "
+          f"checks: {summary.get('flagged_error', 0)} texts with an error flag, {summary.get('flagged_warn', 0)} "
+          f"with warnings, {summary.get('drafts_repaired', 0)} drafts repaired, "
+          f"{summary.get('drafts_still_failing', 0)} still failing; "
           f"workspace: {total['videos_processed']} videos in {len(written['batches'])} batches; "
           f"manifests in {workspace}/manifests")
     return {**summary, "batch": batch, "workspace_totals": {k: v for k, v in total.items() if not isinstance(v, dict)},
@@ -278,4 +297,17 @@ def total_rows(batch: dict, total: dict) -> list[dict]:
     rows = [{"metric": k, "value": v, "workspace": total.get(k)} for k, v in batch.items() if not isinstance(v, dict)]
     rows += [{"metric": f"quarantined:{k}", "value": v, "workspace": total["quarantined_by_reason"].get(k)}
              for k, v in sorted(batch.get("quarantined_by_reason", {}).items())]
+    rows += [{"metric": f"checks:{k}", "value": v, "workspace": total["checks_by_level"].get(k)}
+             for k, v in sorted(batch.get("checks_by_level", {}).items())]
     return rows
+
+
+def check_rows(summary: dict) -> list[dict]:
+    """The draft checks' artifact: failed checks per check, level and severity."""
+    rows = []
+    for key, n in sorted(summary.get("checks_by_level", {}).items()):
+        level, check, severity = key.split(":")
+        rows.append({"check": check, "level": level, "severity": severity, "texts": n})
+    return rows + [{"check": "drafts_repaired", "level": "-", "severity": "-", "texts": summary.get("drafts_repaired", 0)},
+                   {"check": "drafts_still_failing", "level": "-", "severity": "-",
+                    "texts": summary.get("drafts_still_failing", 0)}]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hivau.schemas.records import (
     AnnotationFormat,
     Caption,
+    CheckRecord,
     Clip,
     Event,
     MotionPhraseRecord,
@@ -80,6 +81,8 @@ class VideoItem(BaseModel):
     summaries: list[Summary] = Field(default_factory=list)
     qa: list[QAPair] = Field(default_factory=list)
     motion_phrases: list[MotionPhraseRecord] = Field(default_factory=list)
+    checks: list[CheckRecord] = Field(default_factory=list)  # the failed checks of its texts (the verify stage)
+    repairs: list["RepairRecord"] = Field(default_factory=list)  # LLM drafts asked again after failing a check
     quarantine: list[QuarantineRecord] = Field(default_factory=list)
     status: Status = "ingested"
     batch: Optional[str] = None  # the batch whose build wrote this record
@@ -104,6 +107,24 @@ class VideoItem(BaseModel):
         annotation's, or a reviewer's who kept anomalous spans on an unannotated video)."""
         return self.probe.model_copy(update={"labels": list(self.labels), "is_anomaly": self.is_anomaly,
                                              "source_format": self.source_format})
+
+
+class RepairRecord(BaseModel):
+    """One LLM draft that failed an error-level check and was asked again with the evidence."""
+
+    item_id: str
+    level: str
+    target: str  # summary, qa
+    attempts: int  # repair requests sent (each cached)
+    failed_before: list[str] = Field(default_factory=list)  # the error checks of the first draft
+    failed_after: list[str] = Field(default_factory=list)  # those of the kept draft: empty when repaired
+
+    @property
+    def repaired(self) -> bool:
+        return not self.failed_after
+
+
+VideoItem.model_rebuild()
 
 
 class BatchRecord(BaseModel):
@@ -134,6 +155,7 @@ class Tables:
     summaries: list[Summary] = field(default_factory=list)
     qa: list[QAPair] = field(default_factory=list)
     motion_phrases: list[MotionPhraseRecord] = field(default_factory=list)
+    checks: list[CheckRecord] = field(default_factory=list)
 
     @classmethod
     def of(cls, items: Iterable[VideoItem]) -> "Tables":
@@ -149,4 +171,5 @@ class Tables:
             out.summaries += item.summaries
             out.qa += item.qa
             out.motion_phrases += item.motion_phrases
+            out.checks += item.checks
         return out

@@ -9,8 +9,9 @@ from typing import Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# 1.1: reviews by span, every annotation kept, rows name their annotation; 1.2: release rows carry motion phrases
-SCHEMA_VERSION = "1.2"
+# 1.1: reviews by span, every annotation kept, rows name their annotation; 1.2: release rows carry motion phrases;
+# 1.3: the `checks` table (draft checks' flags)
+SCHEMA_VERSION = "1.3"
 
 Level = Literal["clip", "event", "video"]
 InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa"]
@@ -22,12 +23,14 @@ DRAFT: Provenance = "auto_draft"
 CutMode = Literal["accurate", "copy"]
 AnnotationFormat = Literal["hivau", "uca", "csv", "none"]
 QuarantineLevel = Literal["entry", "video", "event", "clip", "span"]
+# error: the draft is likely wrong (held out of releases unreviewed, reviewed first); warn: worth a look
+Severity = Literal["error", "warn"]
 
 __all__ = [
     "SCHEMA_VERSION", "REVIEWED", "DRAFT", "Level", "InstructionTask", "QAType", "Provenance", "CutMode",
     "AnnotationFormat",
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
-    "MotionPhraseRecord", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
+    "MotionPhraseRecord", "CheckRecord", "Severity", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
     "read_release_rows", "TABLE_MODELS",
 ]
 
@@ -152,7 +155,8 @@ class QuarantineRecord(Record):
     level: QuarantineLevel
     reason: str
     detail: str
-    stage: Literal["ingest", "probe", "validate", "cut", "caption", "summarize", "qa", "motion", "review-media"]
+    stage: Literal["ingest", "probe", "validate", "cut", "caption", "summarize", "qa", "motion", "review-media",
+                   "verify", "verify-captions"]
     source: Optional[str] = None
 
 
@@ -170,6 +174,23 @@ class MotionPhraseRecord(Record):
     preps: list[str] = Field(default_factory=list)
     text_provenance: Provenance
     generator: Generator
+
+
+class CheckRecord(Record):
+    """One failed check of one text: which item and field, the check (its name is its stat key), how bad, how
+    sure, and the evidence a reviewer needs (the unsupported words, the time found, the duplicated text)."""
+
+    item_id: str
+    level: Level
+    video_id: str
+    target: str  # the text checked: caption, summary, judgement, description, analysis, qa, qa:{type}
+    check: str
+    severity: Severity
+    score: float = 1.0
+    evidence: str = ""
+    text_provenance: Provenance
+    generator: Generator
+    attempts: int = 0  # repair requests the kept draft took (0: the first answer)
 
 
 class ReviewedText(BaseModel):
@@ -265,6 +286,7 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "summaries": Summary,
     "qa": QAPair,
     "motion_phrases": MotionPhraseRecord,
+    "checks": CheckRecord,
     "quarantine": QuarantineRecord,
     "reviews": ReviewRecord,
     "reviews_unmatched": ReviewRecord,

@@ -37,6 +37,12 @@ class RunSummary(BaseModel):
     reviews: int = 0  # stored Label Studio annotations, every annotator's
     reviews_unmatched: int = 0  # "N reviews no longer match a segment": kept, listed, never moved to other times
     texts_by_generator: dict[str, int] = Field(default_factory=dict)
+    # the draft checks: failed checks as `level:check:severity`, and the LLM drafts asked again after one
+    checks_by_level: dict[str, int] = Field(default_factory=dict)
+    flagged_error: int = 0  # texts with at least one error flag
+    flagged_warn: int = 0  # texts with warnings only
+    drafts_repaired: int = 0
+    drafts_still_failing: int = 0
     quarantined_by_reason: dict[str, int] = Field(default_factory=dict)
     quarantined_by_level: dict[str, int] = Field(default_factory=dict)
     workspace: str = ""
@@ -58,6 +64,19 @@ class RunSummary(BaseModel):
         for t in [*item.captions, *item.summaries, *item.qa]:
             key = f"{t.__class__.__name__.lower()}:{t.generator.backend}"
             self.texts_by_generator[key] = self.texts_by_generator.get(key, 0) + 1
+        self.add_checks(item)
+
+    def add_checks(self, item: VideoItem) -> None:
+        worst: dict[tuple[str, str], str] = {}
+        for c in item.checks:
+            key = f"{c.level}:{c.check}:{c.severity}"
+            self.checks_by_level[key] = self.checks_by_level.get(key, 0) + 1
+            text = (c.item_id, c.target)
+            worst[text] = "error" if c.severity == "error" or worst.get(text) == "error" else "warn"
+        self.flagged_error += sum(1 for s in worst.values() if s == "error")
+        self.flagged_warn += sum(1 for s in worst.values() if s == "warn")
+        self.drafts_repaired += sum(1 for r in item.repairs if r.repaired)
+        self.drafts_still_failing += sum(1 for r in item.repairs if not r.repaired)
 
     def add_quarantine(self, records: list[QuarantineRecord]) -> None:
         for q in records:
@@ -160,6 +179,7 @@ def write_manifests(ws: Workspace, rule: Optional[ReviewRule] = None) -> MergeRe
             for table in ("videos", *MERGED_TABLES):
                 out.add(table, getattr(merged, table))
             out.add("motion_phrases", merged_motion(ws, item.video_id, merged))
+            out.add("checks", item.checks)
             provenance.update(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa")
                               for row in getattr(merged, table))
         for video_id in ws.review_video_ids():  # reviews of videos no batch holds any more

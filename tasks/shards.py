@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from hivau.schemas import reasons
 from hivau.schemas.item import AnnotatedEvent, BatchRecord, Tables, VideoItem
-from hivau.schemas.records import AnnotationFormat, CutMode, ReviewRecord
+from hivau.schemas.records import AnnotationFormat, CutMode, Level, ReviewRecord
 from hivau.tasks.build.cut import CutError, CutSettings, cut_or_resume
 from hivau.tasks.build.ingest import load_annotations
 from hivau.tasks.build.plan import PlanSettings, plan_video
@@ -23,6 +23,7 @@ from hivau.tasks.review.media import prepare_review_media
 from hivau.tasks.review.merge import load_rule, merge_segments, review_of, winners
 from hivau.tasks.text.caption import CaptionSettings, caption_items, make_captioner
 from hivau.tasks.text.motion import motion_records
+from hivau.tasks.text.verify import verify_item
 from hivau.workspace import Workspace
 
 REVIEWED_ANOMALY_LABEL = "Anomaly"
@@ -231,6 +232,15 @@ def motion_shard(ws: Workspace, video_ids: list[str]) -> ShardReport:
             item.motion_phrases = motion_records(item)
         item.advance("done")
         report.save(ws, item)
+    return report.finish()
+
+
+def verify_shard(ws: Workspace, video_ids: list[str], levels: tuple[Level, ...]) -> ShardReport:
+    """The draft checks of the shard's texts at `levels` (clips after captioning; events and videos after the
+    roll-up); the flags are stored with the record."""
+    report = ShardReport()
+    for item in ws.iter_videos(video_ids):
+        report.save(ws, verify_item(item, levels))
     return report.finish()
 
 

@@ -8,28 +8,8 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
-# words that say "something abnormal happens" in a draft of a video labelled normal
-ANOMALY_WORDS = frozenset(
-    "abuse accident arrest arson assault attack attacks blood break breaks burglary burn burning collide collides "
-    "collision crash crashes explode explodes explosion fall falls fight fighting fights fire flee flees gun hit "
-    "hits injured kick kicks knife punch punches rob robbery robs shoot shooting shoplifting smash steal stealing "
-    "steals stab struggle theft thief vandalism violence violent weapon".split())
-# label -> words a draft of it is expected to use (any one); labels not listed use their own words
-LABEL_WORDS = {
-    "abuse": {"abuse", "hit", "hits", "beat", "beats", "kick", "kicks", "push", "pushes", "slap", "slaps"},
-    "arrest": {"arrest", "arrests", "police", "officer", "officers", "handcuff", "handcuffs"},
-    "arson": {"arson", "fire", "burn", "burns", "burning", "flame", "flames"},
-    "assault": {"assault", "attack", "attacks", "hit", "hits", "punch", "punches", "kick", "kicks", "beat"},
-    "burglary": {"burglary", "break", "breaks", "steal", "steals", "enter", "enters", "thief"},
-    "explosion": {"explosion", "explode", "explodes", "blast", "smoke", "fire"},
-    "fighting": {"fight", "fights", "fighting", "punch", "punches", "hit", "hits", "kick", "kicks", "struggle"},
-    "roadaccidents": {"accident", "crash", "crashes", "collide", "collides", "collision", "hit", "hits"},
-    "robbery": {"robbery", "rob", "robs", "gun", "weapon", "threaten", "threatens", "steal", "steals"},
-    "shooting": {"shoot", "shoots", "shooting", "gun", "fire", "fires", "shot"},
-    "shoplifting": {"shoplifting", "steal", "steals", "hide", "hides", "pocket", "pockets", "conceal"},
-    "stealing": {"steal", "steals", "stealing", "take", "takes", "thief", "theft"},
-    "vandalism": {"vandalism", "smash", "smashes", "break", "breaks", "damage", "damages", "kick", "kicks"},
-}
+from hivau.tasks.text.vocabulary import ANOMALY_WORDS, LABEL_WORDS
+
 WORD = re.compile(r"[a-z]+")
 
 

