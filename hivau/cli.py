@@ -203,6 +203,9 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
             include_unreviewed: bool = typer.Option(False, "--include-unreviewed",
                                                     help="let unreviewed drafts in, marked auto_draft"),
             test_fraction: float = typer.Option(0.2, "--test-fraction"),
+            exclude_flagged: str = typer.Option("error", "--exclude-flagged",
+                                                help="error | warn | none: leave out unreviewed drafts with a "
+                                                     "failed check at this severity or worse"),
             publish: bool = typer.Option(True, "--publish/--no-publish",
                                          help="emit hivau.release.published to the Prefect API (starts retrain)")):
     """Write the next immutable release folder (parquet, HIVAU / LLaMA-Factory / ms-swift rows, manifest, card)
@@ -211,13 +214,16 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
     from hivau.workspace import Workspace
 
     path = build_release(Workspace.at(workspace), ReleaseSettings(include_unreviewed=include_unreviewed,
-                                                                  test_fraction=test_fraction))
+                                                                  test_fraction=test_fraction,
+                                                                  exclude_flagged=exclude_flagged))
     manifest = verify_release(path)
     if publish:
         announce_release(path, manifest)
     counts = manifest["counts"]
+    held = manifest.get("held_back_by_check") or {}
     console.print(f"release {manifest['name']} at {path}: {counts['rows']} rows {counts['rows_by_split']}, "
-                  f"provenance {counts['rows_by_provenance']}")
+                  f"provenance {counts['rows_by_provenance']}"
+                  + (f"; draft rows left out for failed checks: {held}" if held else ""))
 
 
 @app.command("export-frames")

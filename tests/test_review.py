@@ -411,3 +411,42 @@ def test_the_queue_puts_an_audit_sample_first_and_the_card_reports_it(label_stud
         assert r["est_rejected_unreviewed"] == round(r["rejected"] / r["audited"] * r["unreviewed_drafts"], 1)
     card = (release / "README.md").read_text()
     assert "## Audited quality" in card and "| event | extractive | 3 | 2 | 0 | 1 |" in card
+
+
+def test_flags_reach_the_annotator_and_the_card_measures_the_checks(label_studio, fresh_workspace):
+    """A draft that fails a check shows the flag and its evidence in its Label Studio task; the queue tab shows
+    columns to sort and filter by; the card reports the check's precision and recall on the audited verdicts, and
+    unreviewed flagged drafts stay out of the release."""
+    from hivau.tasks.text.verify import verify_item
+
+    ws, lsc = Workspace.at(fresh_workspace), client(label_studio)
+    items = {it.video_id: it for it in ws.iter_videos() if it.status == "done" and it.planned_events}
+    bad_video, good_video = sorted(items)[:2]
+    item = items[bad_video]
+    summary = next(s for s in item.summaries if s.level == "event")
+    summary.description = f"{summary.description} A second man arrives at 500 s."
+    ws.put_video(verify_item(item))
+    st = settings(label_studio, audit_size=1000)  # every task in the audit sample: every verdict counts
+    report = push(ws, lsc, st)
+    events = tasks_by_item(lsc, ws, st, "event")
+    flagged = events[summary.item_id]
+    assert flagged["data"]["errors"] >= 1 and "time_outside_span" in flagged["data"]["checks"]
+    assert "ERROR time_outside_span (description): at 500 s" in flagged["data"]["flags"]
+    clean = next(t for i, t in events.items() if i.startswith(good_video) and not t["data"]["errors"])
+    assert clean["data"]["level"] == "event"
+    (view,) = [v for v in lsc.views(report.projects["event"]) if v["data"]["title"] == "hivau review queue"]
+    hidden = view["data"]["hiddenColumns"]["explore"]
+    assert "tasks:data.video" in hidden and "tasks:id" in hidden
+    assert not {"tasks:data.item_id", "tasks:data.errors", "tasks:data.checks", "tasks:data.risk"} & set(hidden)
+
+    annotate(lsc, flagged, "reject")
+    annotate(lsc, clean, "accept")
+    pull_and_merge(ws, lsc, st)
+    manifest = verify_release(build_release(ws, ReleaseSettings(include_unreviewed=True)))
+    gate = {r["check"]: r for r in manifest["checks"]}["time_outside_span"]
+    assert gate["audited_flagged"] == 1 and gate["precision"]["value"] == 1.0 and gate["recall"]["value"] == 1.0
+    low, high = wilson_interval(1, 1)
+    assert gate["precision"]["ci95"] == [round(low, 4), round(high, 4)]
+    # the flagged draft was reviewed (rejected): nothing of it is released; no flagged draft is held back either
+    assert not manifest["held_back_by_check"].get("time_outside_span")
+    assert "## Draft checks" in (Path(manifest["files"] and ws.releases / manifest["name"]) / "README.md").read_text()

@@ -25,7 +25,7 @@ from hivau.prompts.questions import TEMPLATES
 from hivau.schemas.item import Tables
 from hivau.schemas.records import DRAFT, REVIEWED, SCHEMA_VERSION, InstructionRow, to_arrow_table
 from hivau.tasks.release.exports import hivau_media_path, hivau_record, llamafactory_dataset_info, messages_record
-from hivau.tasks.review.audit import audit_markdown, audit_table
+from hivau.tasks.review.audit import audit_markdown, audit_table, check_gate_markdown, check_gate_table
 from hivau.workspace import Workspace
 
 Split = Literal["train", "test"]
@@ -45,6 +45,8 @@ class ReleaseError(RuntimeError):
 
 class ReleaseSettings(BaseModel):
     include_unreviewed: bool = Field(False, description="let unreviewed drafts in, marked auto_draft")
+    exclude_flagged: Literal["error", "warn", "none"] = Field(
+        "error", description="leave out unreviewed drafts with a failed check at this severity or worse")
     test_fraction: float = Field(0.2, ge=0, lt=1, description="share of source videos held out for test")
     split_seed: str = Field("hivau", description="salt of the per-video split hash; keep it across releases")
     name: Optional[str] = Field(None, description="release name; default: the next vNNNN")
@@ -71,9 +73,36 @@ def admitted(provenance: str, include_unreviewed: bool) -> bool:
     return provenance in REVIEWED or (include_unreviewed and provenance == DRAFT)
 
 
-def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[str, str]) -> list[InstructionRow]:
-    """One row per instruction from the merged tables, filtered by review state; `media_of` maps item ids
-    with media to their path inside the release."""
+# the texts a release row is made of, as the checks name them (a flag on the whole summary covers its parts)
+ROW_TARGETS = {"caption": ("caption",), "judgement": ("summary", "judgement"),
+               "description": ("summary", "description"), "analysis": ("summary", "analysis")}
+
+
+def flagged_targets(tables: Tables, policy: str) -> dict[tuple[str, str], list[str]]:
+    """(item id, target) -> the checks that flagged it at the policy's severity or worse."""
+    if policy == "none":
+        return {}
+    severities = ("error",) if policy == "error" else ("error", "warn")
+    out: dict[tuple[str, str], list[str]] = {}
+    for c in tables.checks:
+        if c.severity in severities:
+            out.setdefault((c.item_id, c.target), []).append(c.check)
+    return out
+
+
+def held_by_checks(row: InstructionRow, flagged: dict[tuple[str, str], list[str]]) -> list[str]:
+    """The checks that keep an unreviewed draft row out of the release (none for reviewed text)."""
+    if row.provenance != DRAFT or not flagged:
+        return []
+    targets = ("qa", f"qa:{row.qa_type}") if row.task == "qa" else ROW_TARGETS[row.task]
+    return [check for t in targets for check in flagged.get((row.item_id, t), [])]
+
+
+def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[str, str],
+                     held_back: Optional[Counter] = None) -> list[InstructionRow]:
+    """One row per instruction from the merged tables, filtered by review state and the draft checks; `media_of`
+    maps item ids with media to their path inside the release; rows left out for a failed check are counted in
+    `held_back` by check."""
     clips = {c.clip_id: c for c in tables.clips}
     events = {e.event_id: e for e in tables.events}
     videos = {v.video_id: v for v in tables.videos}
@@ -120,7 +149,15 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
     for q in tables.qa:
         add(f"{q.item_id}:qa:{q.qa_type}", q.item_id, q.level, "qa", q.video_id, q.question, q.answer,
             q.provenance, q.generator, q.annotation_id, qa_type=q.qa_type)
-    return sorted(rows, key=row_order)
+    flagged = flagged_targets(tables, settings.exclude_flagged)
+    kept = []
+    for row in rows:
+        checks = held_by_checks(row, flagged)
+        if checks and held_back is not None:
+            held_back.update(set(checks))
+        if not checks:
+            kept.append(row)
+    return sorted(kept, key=row_order)
 
 
 def row_order(row: InstructionRow) -> tuple:
@@ -198,6 +235,8 @@ def dataset_card(manifest: dict) -> str:
         "## Generators and prompts", "",
         _md_table(("generator", "rows"), sorted(manifest["generators"].items())), "",
         audit_markdown(manifest.get("audit", []), manifest.get("review_rule")),
+        check_gate_markdown(manifest.get("checks", []), manifest.get("held_back_by_check", {}),
+                            manifest["policy"].get("exclude_flagged", "none")),
         "## Files", "",
         "- `data/{train,test}.parquet`: one row per instruction (schema `InstructionRow`, "
         f"schema version {manifest['schema_version']}); `datasets.load_dataset('parquet', data_files=...)` reads them.",
@@ -287,7 +326,8 @@ def build_release(ws: Workspace, settings: ReleaseSettings = ReleaseSettings(), 
 def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     tables = ws.manifest_tables()
     media = collect_media(ws, tables, settings)
-    rows = instruction_rows(tables, settings, {k: v[1] for k, v in media.items()})
+    held_back: Counter = Counter()
+    rows = instruction_rows(tables, settings, {k: v[1] for k, v in media.items()}, held_back)
     if not rows:
         raise ReleaseError(f"nothing to release from {ws.root}: no reviewed rows"
                            + ("" if settings.include_unreviewed else " (use include_unreviewed to let drafts in)"))
@@ -322,6 +362,7 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         content = hashlib.sha256(json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode())
         prev_manifest = json.loads((previous / "manifest.json").read_text()) if previous else None
+        reviews = ws.read_records("reviews")
         summary_path = ws.manifests / "summary.json"
         rule = json.loads(summary_path.read_text()).get("review_rule") if summary_path.is_file() else None
         manifest = {
@@ -333,7 +374,9 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             "prompt_versions": sorted({r.generator.prompt_version for r in rows if r.generator.prompt_version}),
             "content_sha256": content.hexdigest(),
             # the audit sample's outcomes per level and generator, and the rule that picked annotations
-            "audit": audit_table(tables, ws.read_records("reviews")), "review_rule": rule,
+            "audit": audit_table(tables, reviews), "review_rule": rule,
+            # the draft checks on the audit sample, and the draft rows they kept out (rows per check)
+            "checks": check_gate_table(tables, reviews), "held_back_by_check": dict(held_back),
             "same_content_as_previous": bool(prev_manifest and prev_manifest.get("content_sha256") == content.hexdigest()),
             "files": files,
         }

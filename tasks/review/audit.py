@@ -88,3 +88,66 @@ def audit_markdown(table: list[dict], rule: Optional[dict] = None) -> str:
         lines.append(f"| {r['level']} | {r['generator']} | {r['audited']} | {r['accepted']} | {r['edited']} | "
                      f"{r['rejected']} | {rate} | {r['unreviewed_drafts']} | {est} |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the draft checks, measured on the audit sample
+def _item_outcomes(tables: Tables, audited_annotations: set[int]) -> dict[str, bool]:
+    """item id -> whether reviewers changed it (rejected or edited any of its texts), for the items of the audit
+    sample (their main text came from an audited annotation)."""
+    main = _main_texts(tables)
+    audited = {item_id for item_id, (_, generator, provenance, annotation_id) in main.items()
+               if annotation_id in audited_annotations and provenance in ("accepted", "edited", "rejected")}
+    changed = {t.item_id for t in [*tables.captions, *tables.summaries, *tables.qa]
+               if t.provenance in ("edited", "rejected")}
+    return {item_id: item_id in changed for item_id in audited}
+
+
+def _rate(hits: int, n: int) -> dict:
+    low, high = wilson_interval(hits, n)
+    return {"value": round(hits / n, 4) if n else None, "n": n, "ci95": [round(low, 4), round(high, 4)]}
+
+
+def check_gate_table(tables: Tables, reviews: Iterable[ReviewRecord]) -> list[dict]:
+    """Per check (and for any error flag): how many drafts it flagged, and on the audit sample its precision
+    (flagged drafts that reviewers rejected or edited) and recall (rejected or edited drafts that it flagged),
+    each with a 95% Wilson interval. Items are the unit: a clip, event or video."""
+    outcomes = _item_outcomes(tables, {r.annotation_id for r in reviews if r.audit})
+    drafted = [c for c in tables.checks if c.text_provenance == "auto_draft"]
+    flagged: dict[str, set[str]] = {}
+    for c in drafted:
+        flagged.setdefault(c.check, set()).add(c.item_id)
+    flagged["any error flag"] = {c.item_id for c in drafted if c.severity == "error"}
+    changed = {i for i, was_changed in outcomes.items() if was_changed}
+    rows = []
+    for check, items in sorted(flagged.items(), key=lambda kv: (kv[0] == "any error flag", kv[0])):
+        seen = items & outcomes.keys()
+        hits = len(seen & changed)
+        rows.append({"check": check, "flagged": len(items), "audited_flagged": len(seen),
+                     "precision": _rate(hits, len(seen)), "recall": _rate(hits, len(changed))})
+    return rows
+
+
+def check_gate_markdown(table: list[dict], held_back: dict[str, int], policy: str) -> str:
+    """The dataset card's section on the draft checks: what they flagged, how right they were on the audit
+    sample, and what the release left out for them."""
+    lines = ["## Draft checks", "",
+             "Every machine draft was checked against its evidence (the span's clip captions, labels and times). "
+             "Precision = flagged drafts in the audit sample that reviewers rejected or edited; recall = rejected "
+             "or edited drafts of the audit sample that were flagged (items as the unit, 95% Wilson intervals).", "",
+             "| check | drafts flagged | audited | precision (95% CI) | recall (95% CI) |", "|---|---|---|---|---|"]
+
+    def fmt(rate: dict) -> str:
+        return "n/a" if rate["value"] is None else f"{rate['value']:.1%} ({rate['ci95'][0]:.1%}-{rate['ci95'][1]:.1%})"
+
+    for r in table:
+        lines.append(f"| {r['check']} | {r['flagged']} | {r['audited_flagged']} | {fmt(r['precision'])} | "
+                     f"{fmt(r['recall'])} |")
+    total = sum(held_back.values())
+    lines += ["", f"Release policy: unreviewed drafts with a flag at `{policy}` or worse were left out"
+              if policy != "none" else "", ""]
+    if policy != "none":
+        lines[-2] += f": {total} rows" + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(held_back.items()))
+                                          + ")" if held_back else "") + "."
+    else:
+        lines[-2] = "Release policy: flagged drafts were not held back (`--exclude-flagged none`)."
+    return "\n".join(lines) + "\n"

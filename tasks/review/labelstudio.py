@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import httpx
 from pydantic import SecretStr
@@ -141,10 +141,14 @@ class LabelStudio:
         return _plain(self._call("add storage", self.sdk.import_storage.local.create, repeatable=False,
                                  project=project_id, path=path, title=title, use_blob_urls=False))
 
-    def create_view(self, project_id: int, title: str, ordering: list[str]) -> dict:
-        """A Data Manager tab with this ordering (annotators labelling from it follow it)."""
+    def create_view(self, project_id: int, title: str, ordering: list[str], hidden: Sequence[str] = ()) -> dict:
+        """A Data Manager tab with this ordering (annotators labelling from it follow it) and these columns
+        hidden, in the list and beside the labelling stream."""
+        data = {"title": title, "ordering": ordering}
+        if hidden:
+            data["hiddenColumns"] = {"explore": list(hidden), "labeling": list(hidden)}
         return _plain(self._call("create view", self.sdk.views.create, repeatable=False, project=project_id,
-                                 data={"title": title, "ordering": ordering}))
+                                 data=data))
 
     def views(self, project_id: int) -> list[dict]:
         return _plain(self._call("list views", self.sdk.views.list, project=project_id))

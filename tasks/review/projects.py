@@ -89,6 +89,20 @@ def document_root(ws: Workspace, settings: ReviewSettings) -> Path:
 
 
 QUEUE_VIEW = "hivau review queue"
+# what the queue tab shows a lead, to sort and filter by: the item, its level, audit or not, its flags, its risk
+QUEUE_COLUMNS = ("tasks:data.queue", "tasks:data.item_id", "tasks:data.level", "tasks:data.labels", "tasks:data.audit",
+                 "tasks:data.errors", "tasks:data.warnings", "tasks:data.checks", "tasks:data.risk",
+                 "tasks:data.risk_reasons", "tasks:total_annotations", "tasks:completed_at")
+# Label Studio's other columns, and task data a lead does not sort by, hidden in that tab
+QUEUE_HIDDEN = ("tasks:id", "tasks:inner_id", "tasks:cancelled_annotations", "tasks:total_predictions",
+                "tasks:annotators", "tasks:annotations_results", "tasks:annotations_ids", "tasks:predictions_score",
+                "tasks:predictions_model_versions", "tasks:predictions_results", "tasks:file_upload",
+                "tasks:storage_filename", "tasks:created_at", "tasks:updated_at", "tasks:updated_by",
+                "tasks:avg_lead_time", "tasks:draft_exists", "tasks:data.video", "tasks:data.fps",
+                "tasks:data.offset_s", "tasks:data.draft_sha", "tasks:data.key", "tasks:data.flags",
+                "tasks:data.video_id", "tasks:data.start_s", "tasks:data.end_s", "tasks:comment_count",
+                "tasks:unresolved_comment_count", "tasks:comment_authors", "tasks:reviewed", "tasks:reviewers",
+                "tasks:reviews_accepted", "tasks:reviews_rejected", "tasks:ground_truth", "tasks:annotations_count")
 
 
 def ensure_project(ls: LabelStudio, ws: Workspace, settings: ReviewSettings, level: Level,
@@ -105,5 +119,5 @@ def ensure_project(ls: LabelStudio, ws: Workspace, settings: ReviewSettings, lev
     if not any(Path(s["path"]).resolve() == storage_dir.resolve() for s in ls.local_storages(project["id"])):
         ls.add_local_storage(project["id"], str(storage_dir.resolve()), f"hivau {level} media")
     if not any((v.get("data") or {}).get("title") == QUEUE_VIEW for v in ls.views(project["id"])):
-        ls.create_view(project["id"], QUEUE_VIEW, ["tasks:data.queue"])
+        ls.create_view(project["id"], QUEUE_VIEW, ["tasks:data.queue"], QUEUE_HIDDEN)
     return project["id"]

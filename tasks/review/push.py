@@ -10,7 +10,7 @@ from typing import Optional
 from pydantic import BaseModel, Field
 
 from hivau.schemas.item import Tables, VideoItem
-from hivau.schemas.records import Level, QAPair, segment_key
+from hivau.schemas.records import CheckRecord, Level, QAPair, segment_key
 from hivau.tasks.review.labelstudio import LabelStudio
 from hivau.tasks.review.media import ReviewMedia, prepare_review_media
 from hivau.tasks.review.projects import ReviewSettings, document_root, ensure_project, media_url
@@ -40,13 +40,26 @@ class ReviewTask:
     model_version: str
     text: str = ""  # the main draft text (the queue's risk signals read it)
     generators: tuple[str, ...] = ()
+    checks: tuple[CheckRecord, ...] = ()  # the failed checks of its drafts
 
     def payload(self) -> dict:
         return {"data": self.data, "predictions": [{"model_version": self.model_version, "result": self.result}]}
 
 
+def flags_text(checks: list[CheckRecord]) -> str:
+    """What the annotator reads above the editor: each failed check, the text it concerns and its evidence."""
+    if not checks:
+        return "No failed checks."
+    ordered = sorted(checks, key=lambda c: (c.severity != "error", c.target, c.check))
+    return "\n".join(f"{c.severity.upper()} {c.check} ({c.target}): {c.evidence}" for c in ordered)
+
+
 def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[Level, list[ReviewTask]]:
-    """One review task per clip, event and video that has media, with its drafts as the prediction."""
+    """One review task per clip, event and video that has media, with its drafts as the prediction and their failed
+    checks shown above the editor."""
+    checks_of: dict[str, list[CheckRecord]] = {}
+    for c in tables.checks:
+        checks_of.setdefault(c.item_id, []).append(c)
     videos = {v.video_id: v for v in tables.videos}
     captions = {c.item_id: c for c in tables.captions}
     summaries = {s.item_id: s for s in tables.summaries}
@@ -58,11 +71,14 @@ def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[
     def add(level: Level, item_id: str, video_id: str, labels: list[str], m: ReviewMedia, start: float, end: float,
             result: list[dict], drafts: list, text: str) -> None:
         key = segment_key(level, video_id, start, end)
-        data = {"item_id": item_id, "key": key, "video_id": video_id, "labels": ", ".join(labels) or "none",
-                "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s, "start_s": start, "end_s": end,
-                "draft_sha": draft_sha(result)}
+        checks = checks_of.get(item_id, [])
+        data = {"item_id": item_id, "level": level, "key": key, "video_id": video_id,
+                "labels": ", ".join(labels) or "none", "video": url_for(m.path), "fps": m.fps, "offset_s": m.offset_s,
+                "start_s": start, "end_s": end, "draft_sha": draft_sha(result), "flags": flags_text(checks),
+                "errors": sum(c.severity == "error" for c in checks), "warnings": sum(c.severity == "warn" for c in checks),
+                "checks": ", ".join(sorted({c.check for c in checks}))}
         out[level].append(ReviewTask(item_id, level, key, data, result, model_version([d.generator for d in drafts]),
-                                     text, tuple(d.generator.backend for d in drafts)))
+                                     text, tuple(d.generator.backend for d in drafts), tuple(checks)))
 
     for clip in tables.clips:
         if clip.clip_id in media:
@@ -128,7 +144,8 @@ def push_level(ls: LabelStudio, project_id: int, level: Level, tasks: list[Revie
     fresh = [t for t in tasks if t.key not in known]
     start = max((q for _, _, q in known.values()), default=0)
     order = queue_order([QueueItem(t.key, t.text, [x.strip() for x in t.data["labels"].split(",")],
-                                   list(t.generators)) for t in fresh], settings.audit_size, seed)
+                                   list(t.generators), t.data["errors"], t.data["warnings"],
+                                   [c.check for c in t.checks]) for t in fresh], settings.audit_size, seed)
     by_key = {t.key: t for t in fresh}
     queued = []
     for item, position, audit in order:

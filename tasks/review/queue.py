@@ -1,5 +1,6 @@
-"""The review queue: a seeded random audit sample first, then the drafts most likely wrong (no draft, an extractive
-draft, text that never names what the label says happens, text far shorter or longer than its level's median)."""
+"""The review queue: a seeded random audit sample first, then the drafts most likely wrong: those with failed draft
+checks (errors, then warnings), then the coarse signals (no draft, an extractive draft, text that never names what
+the label says happens, text far shorter or longer than its level's median)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class QueueItem:
     text: str
     labels: list[str]
     generators: list[str]  # backends of the drafts shown
+    errors: int = 0  # failed checks of the task's drafts, at error
+    warnings: int = 0
+    checks: list[str] = field(default_factory=list)  # their names
     risk: float = 0.0
     reasons: list[str] = field(default_factory=list)
 
@@ -55,8 +59,8 @@ def score_risk(items: list[QueueItem]) -> None:
                    "label_disagrees": 0.4 if label_disagrees(it.text, it.labels) else 0.0,
                    "too_short": 0.2 if it.text and n < max(3, 0.3 * median) else 0.0,
                    "too_long": 0.2 if median and n > 3 * median else 0.0}
-        it.risk = round(sum(signals.values()), 3)
-        it.reasons = [name for name, value in signals.items() if value]
+        it.risk = round(sum(signals.values()) + 2.0 * it.errors + 0.5 * it.warnings, 3)
+        it.reasons = list(dict.fromkeys(it.checks)) + [name for name, value in signals.items() if value]
 
 
 def auditable(item: QueueItem) -> bool:
@@ -67,12 +71,13 @@ def auditable(item: QueueItem) -> bool:
 
 def queue_order(items: list[QueueItem], audit_size: int, seed: str) -> list[tuple[QueueItem, int, bool]]:
     """(item, queue position from 1, in the audit sample): a seeded random sample of the machine drafts
-    first, so that its acceptance rate estimates theirs; then the rest, riskiest first."""
+    first (random, so that its outcomes estimate all drafts' and the checks' precision and recall); then the rest,
+    those with error flags first, then by risk."""
     score_risk(items)
     rng = random.Random(seed)
     order = sorted(range(len(items)), key=lambda i: items[i].key)  # the sample does not depend on input order
     drafts = [i for i in order if auditable(items[i])]
     audit = set(rng.sample(drafts, min(audit_size, len(drafts))))
-    rest = sorted((i for i in order if i not in audit), key=lambda i: (-items[i].risk, items[i].key))
+    rest = sorted((i for i in order if i not in audit), key=lambda i: (-items[i].errors, -items[i].risk, items[i].key))
     ranked = sorted(audit, key=lambda i: items[i].key) + rest
     return [(items[i], pos, i in audit) for pos, i in enumerate(ranked, start=1)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +19,17 @@ class SummaryOut(BaseModel):
     judgement: str
     description: str
     analysis: Optional[str]
+
+
+class JudgeOut(BaseModel):
+    """The LLM judge's scores of one draft (1-5 each) and its verdict."""
+
+    model_config = ConfigDict(extra="forbid")
+    faithfulness: int
+    label_consistency: int
+    completeness: int
+    verdict: Literal["keep", "review", "discard"]
+    reason: str
 
 
 class QAItemOut(BaseModel):

@@ -15,10 +15,12 @@ from pydantic import BaseModel, Field
 
 from hivau.prompts import load_prompt
 from hivau.schemas import reasons
-from hivau.schemas.item import VideoItem
-from hivau.schemas.records import Generator, Level, QAPair, QuarantineRecord, Summary
+from hivau.schemas.item import RepairRecord, VideoItem
+from hivau.schemas.records import CheckRecord, Generator, Level, QAPair, QuarantineRecord, Summary
+from hivau.tasks.text.checks import Evidence, Flag, run_checks
 from hivau.tasks.text.contracts import (  # noqa: F401  (re-exported: the backends' types are part of this stage)
     QA_TYPES,
+    JudgeOut,
     QAItemOut,
     QAOut,
     RollupBackend,
@@ -38,12 +40,18 @@ from hivau.tasks.text.llm import (
     Usage,
     resolve_endpoint,
 )
+from hivau.tasks.text.verify import evidence_of, item_texts
 
 
 class RollupSettings(BaseModel):
     backend: Literal["auto", "openai", "extractive"] = Field(
         "auto", description="auto: the LLM when one is configured (env or llm.*), else extractive")
     llm: LLMSettings = LLMSettings()
+    judge: bool = Field(False, description="also have the LLM score each drafted summary (faithfulness, label "
+                                           "consistency, completeness; keep / review / discard): a review verdict "
+                                           "is a warning flag, discard an error")
+    repair_attempts: int = Field(1, ge=0, le=5, description="times an LLM draft that fails an error-level draft "
+                                                            "check is asked again, with the checks' evidence")
     keep_provided: bool = Field(True, description="keep human summaries from the annotations instead of drafting")
     qa_levels: list[Literal["event", "video"]] = Field(default_factory=lambda: ["event", "video"])
 
@@ -60,21 +68,43 @@ class LLMBackend:
         return Generator(backend=self.name, model=self.client.endpoint.model, prompt_version=load_prompt(task).tag)
 
     async def summarize(self, ctx: TextContext) -> SummaryOut:
+        messages, tag = self.summary_messages(ctx)
+        return await self.client.complete(messages, SummaryOut, tag, check_summary(ctx.is_anomaly))
+
+    def summary_messages(self, ctx: TextContext) -> tuple[list[dict], str]:
         if ctx.level == "event":
             prompt = load_prompt("event_summary")
-            messages = prompt.messages(ctx.variant, start_s=f"{ctx.start_s:.1f}", end_s=f"{ctx.end_s:.1f}",
-                                       labels=ctx.label_text, captions=ctx.timed_lines())
-        else:
-            prompt = load_prompt("video_summary")
-            messages = prompt.messages(ctx.variant, duration_s=f"{ctx.end_s:.1f}", labels=ctx.label_text,
-                                       events=ctx.timed_lines())
-        return await self.client.complete(messages, SummaryOut, prompt.tag, check_summary(ctx.is_anomaly))
+            return prompt.messages(ctx.variant, start_s=f"{ctx.start_s:.1f}", end_s=f"{ctx.end_s:.1f}",
+                                   labels=ctx.label_text, captions=ctx.timed_lines()), prompt.tag
+        prompt = load_prompt("video_summary")
+        return prompt.messages(ctx.variant, duration_s=f"{ctx.end_s:.1f}", labels=ctx.label_text,
+                               events=ctx.timed_lines()), prompt.tag
+
+    def qa_messages(self, ctx: TextContext) -> tuple[list[dict], str]:
+        prompt = load_prompt("qa_5w2h")
+        return prompt.messages(ctx.variant, level=ctx.level, start_s=f"{ctx.start_s:.1f}", end_s=f"{ctx.end_s:.1f}",
+                               labels=ctx.label_text, context=ctx.timed_lines()), prompt.tag
 
     async def qa(self, ctx: TextContext) -> QAOut:
-        prompt = load_prompt("qa_5w2h")
-        messages = prompt.messages(ctx.variant, level=ctx.level, start_s=f"{ctx.start_s:.1f}",
-                                   end_s=f"{ctx.end_s:.1f}", labels=ctx.label_text, context=ctx.timed_lines())
-        return await self.client.complete(messages, QAOut, prompt.tag, check_qa)
+        messages, tag = self.qa_messages(ctx)
+        return await self.client.complete(messages, QAOut, tag, check_qa)
+
+    async def judge(self, ctx: TextContext, draft: SummaryOut) -> JudgeOut:
+        prompt = load_prompt("judge")
+        messages = prompt.messages(level=ctx.level, start_s=f"{ctx.start_s:.1f}", end_s=f"{ctx.end_s:.1f}",
+                                   labels=ctx.label_text, context=ctx.timed_lines(), draft=draft.model_dump_json())
+        return await self.client.complete(messages, JudgeOut, prompt.tag)
+
+    async def repair(self, ctx: TextContext, kind: str, draft: BaseModel, failures: list[Flag], attempt: int):
+        """Ask again: the original request, the failed draft as the model's answer, then the failed checks with
+        their evidence. Cached like every request (the failures are part of the key)."""
+        messages, tag = self.summary_messages(ctx) if kind == "summary" else self.qa_messages(ctx)
+        repair = load_prompt("repair")
+        listed = "\n".join(f"- {f.check} in {f.target}: {f.evidence}" for f in failures)
+        follow_up = repair.messages(failures=listed, labels=ctx.label_text)[1]
+        messages = [*messages, {"role": "assistant", "content": draft.model_dump_json()}, follow_up]
+        output, check = (SummaryOut, check_summary(ctx.is_anomaly)) if kind == "summary" else (QAOut, check_qa)
+        return await self.client.complete(messages, output, f"{tag}+{repair.tag}#{attempt}", check)
 
 
 # ---------------------------------------------------------------- one video
@@ -141,17 +171,50 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     keep = {s.item_id: s for s in item.summaries
             if settings.keep_provided and s.provenance == "human" and s.text.strip()}
     events = event_contexts(item)
+    evidence = evidence_of(item)
+    repairs: list[RepairRecord] = []
+    can_repair = settings.repair_attempts > 0 and hasattr(backend, "repair")
+
+    async def repaired(ctx: TextContext, kind: str, out):
+        """An LLM draft that fails an error-level check is asked again, up to `repair_attempts` times; the
+        attempt with the fewest error flags is kept (the first answer on a tie)."""
+        if out is None or not can_repair or ctx.item_id not in evidence:
+            return out
+        errors = _errors(ctx, kind, out, evidence[ctx.item_id])
+        if not errors:
+            return out
+        best, best_errors, first = out, errors, sorted({f.check for f in errors})
+        attempts = 0
+        for attempt in range(1, settings.repair_attempts + 1):
+            attempts = attempt
+            try:
+                again = await backend.repair(ctx, kind, best, best_errors, attempt)
+            except LLMError:
+                break  # the draft we have stays, with its flags; the failed request is counted in usage
+            now = _errors(ctx, kind, again, evidence[ctx.item_id])
+            if len(now) < len(best_errors):
+                best, best_errors = again, now
+            if not best_errors:
+                break
+        repairs.append(RepairRecord(item_id=ctx.item_id, level=ctx.level, target=kind, attempts=attempts,
+                                    failed_before=first, failed_after=sorted({f.check for f in best_errors})))
+        return best
+
+    judged: list[CheckRecord] = []
 
     async def summarize(ctx: TextContext) -> Optional[Summary]:
         if ctx.item_id in keep:
             return keep[ctx.item_id]
-        out = await _attempt(backend.summarize, item, ctx, "summarize", failures)
-        return _summary(ctx, out, backend.generator(f"{ctx.level}_summary")) if out else None
+        out = await repaired(ctx, "summary", await _attempt(backend.summarize, item, ctx, "summarize", failures))
+        summary = _summary(ctx, out, backend.generator(f"{ctx.level}_summary")) if out else None
+        if summary is not None and settings.judge and hasattr(backend, "judge"):
+            judged.extend(await _judge(backend, ctx, out, summary))
+        return summary
 
     async def ask(ctx: TextContext) -> list[QAPair]:
         if ctx.level not in settings.qa_levels:
             return []
-        out = await _attempt(backend.qa, item, ctx, "qa", failures)
+        out = await repaired(ctx, "qa", await _attempt(backend.qa, item, ctx, "qa", failures))
         generator = backend.generator("qa_5w2h")
         return [QAPair(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, qa_type=p.qa_type,
                        question=p.question.strip(), answer=p.answer.strip(), provenance="auto_draft",
@@ -160,6 +223,8 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     event_results = await asyncio.gather(*(summarize(c) for c in events), *(ask(c) for c in events))
     event_summaries = {s.item_id: s for s in event_results[:len(events)] if s is not None}
     video = video_context(item, event_summaries)
+    if item.video_id in evidence:  # the video summary is checked against the event summaries it is rolled up from
+        evidence[item.video_id].summaries = [t for s in event_summaries.values() for t in (s.text, s.description) if t]
     video_summary, video_qa = await asyncio.gather(summarize(video), ask(video))
 
     summaries = [s for s in [*event_summaries.values(), video_summary] if s is not None]
@@ -167,8 +232,43 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     item.summaries = summaries + [s for s in item.summaries if s.item_id not in drafted]
     item.qa = [p for pairs in event_results[len(events):] for p in pairs] + video_qa
     item.quarantine = [q for q in item.quarantine if q.stage not in ("summarize", "qa")] + failures
+    item.repairs = repairs
+    drafted_ids = {s.item_id for s in item.summaries if s.provenance == "auto_draft"}
+    item.checks = [c for c in item.checks if not (c.check == "llm_judge" and c.item_id in drafted_ids)] + judged
     item.advance("drafted")
     return item
+
+
+async def _judge(backend, ctx: TextContext, out: SummaryOut, summary: Summary) -> list[CheckRecord]:
+    """The LLM judge's verdict on a drafted summary, as an `llm_judge` flag (none when it says keep); a judge
+    request that fails leaves the draft unjudged (the failure is in the usage counts)."""
+    try:
+        verdict = await backend.judge(ctx, out)
+    except LLMError:
+        return []
+    if verdict.verdict == "keep":
+        return []
+    scores = (verdict.faithfulness, verdict.label_consistency, verdict.completeness)
+    return [CheckRecord(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, target="summary",
+                        check="llm_judge", severity="error" if verdict.verdict == "discard" else "warn",
+                        score=float(min(scores)), text_provenance="auto_draft", generator=summary.generator,
+                        evidence=f"{verdict.verdict}: faithfulness {scores[0]}, label {scores[1]}, completeness "
+                                 f"{scores[2]}: {verdict.reason}"[:500])]
+
+
+def _errors(ctx: TextContext, kind: str, out, evidence: Evidence) -> list[Flag]:
+    """The error-level flags of one drafted answer (a summary with its split, or the 5W2H pairs)."""
+    if kind == "summary":
+        summary = Summary(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, text=out.summary,
+                          judgement=out.judgement, description=out.description, analysis=out.analysis,
+                          provenance="auto_draft", generator=Generator(backend="openai"))
+        texts = item_texts(ctx.item_id, ctx.level, None, summary, [])
+    else:
+        pairs = [QAPair(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, qa_type=p.qa_type,
+                        question=p.question, answer=p.answer, provenance="auto_draft",
+                        generator=Generator(backend="openai")) for p in out.pairs]
+        texts = item_texts(ctx.item_id, ctx.level, None, None, pairs)
+    return [f for f in run_checks(texts, evidence) if f.severity == "error"]
 
 
 # ---------------------------------------------------------------- all videos of a run

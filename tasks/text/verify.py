@@ -113,8 +113,9 @@ def check_item(item: VideoItem, levels: Iterable[Level] = LEVELS, attempts: Opti
             owner = _owner(flag, caption, summary, qa)
             if owner is None:
                 continue
+            family = "qa" if flag.target.startswith("qa") else "caption" if flag.target == "caption" else "summary"
             out.append(_record(flag, item_id, level, item.video_id, owner.provenance, owner.generator,
-                               attempts.get(f"{item_id}|{flag.target.split(':')[0]}", 0)))
+                               attempts.get(f"{item_id}|{family}", 0)))
     return out
 
 
