@@ -68,7 +68,8 @@ def clip_tasks(n: int, prefix: str, version: str = "draft") -> list[ReviewTask]:
         out.append(ReviewTask(f"{video}_E0C{i % 14}", "clip", key,
                               {"item_id": f"{video}_E0C{i % 14}", "key": key, "video_id": video, "labels": "Fighting",
                                "video": "/data/local-files/?d=ws/media/clips/x.mp4", "fps": 25.0, "offset_s": start,
-                               "start_s": start, "end_s": end},
+                               "start_s": start, "end_s": end, "flags": "No failed checks.", "errors": 0,
+                               "warnings": 0, "checks": ""},
                               result, "bench@1", result[0]["value"]["text"][0], ("openai",)))
     return out
 
@@ -122,7 +123,7 @@ def main() -> None:
         (created, *_), push_s = timed(lambda: push_level(ls, bulk, "clip", tasks, st, "bench"))
         assert created == n, created
         changed = [t if i % 10 else redrafted(t, f"changed draft {i}") for i, t in enumerate(tasks)]
-        (_, new_predictions, same, _), repush_s = timed(lambda: push_level(ls, bulk, "clip", changed, st, "bench"))
+        (_, new_predictions, same, _, _), repush_s = timed(lambda: push_level(ls, bulk, "clip", changed, st, "bench"))
         assert new_predictions == len(range(0, n, 10)) and same == n - new_predictions, (new_predictions, same)
 
         # the same, one request per task

@@ -152,3 +152,40 @@ def test_openai_captioner_keeps_requests_in_flight_across_videos(tmp_path):
     assert peak[0] == 4 and sent == 6 and usage.requests == 6 and again.requests == 0
     assert sorted(it.video_id for it in done) == [f"s{i}" for i in range(6)]
     assert all(len(it.captions) == 1 and it.captions[0].generator.backend == "openai" for it in done)
+
+
+def test_the_optional_vlm_judge_sees_the_frames_and_flags_the_caption(tmp_path):
+    """The judge gets the clip's frames and the caption; a discard becomes a `vlm_judge` error on the clip, and
+    a re-run asks nothing new (captions and verdicts come from the cache)."""
+    import json
+
+    from openai_server import Reply, grounded_answer
+
+    from hivau.tasks.text.caption import caption_stream
+
+    ws = Workspace.at(tmp_path / "ws")
+    for i in range(2):
+        video = make_video(tmp_path / "videos" / f"j{i}.mp4", 2.0, fps=25, size="64x48", gop=25)
+        item = VideoItem(video_id=f"j{i}", path=str(video), source_format="hivau", labels=["Fighting"],
+                         events=[AnnotatedEvent(start_s=0.2, end_s=1.8, clips=[AnnotatedClip(start_s=0.2, end_s=1.8)])])
+        ws.put_video(cut_item(plan_video(probe_item(item), PlanSettings()), ws, "copy"))
+
+    def responder(body):
+        if body["response_format"]["json_schema"]["name"] == "JudgeOut":
+            images = sum(1 for c in body["messages"][1]["content"] if c.get("type") == "image_url")
+            return Reply(json.dumps({"faithfulness": 1, "label_consistency": 2, "completeness": 3,
+                                     "verdict": "discard", "reason": f"saw {images} frames, no fight"}))
+        return Reply(json.dumps(grounded_answer(body)))
+
+    with FakeOpenAI(responder) as srv:
+        settings = CaptionSettings(backend="openai", model="tiny-vlm", frames_per_clip=2, judge=True,
+                                   llm=LLMSettings(base_url=srv.base_url))
+        done = []
+        usage = caption_stream(ws.iter_videos(), ws, settings, done.append)
+        sent = len(srv.completions)
+        caption_stream(ws.iter_videos(), ws, settings, lambda item: None)
+        assert len(srv.completions) == sent == 4 and usage.by_prompt["vlm_judge@1"] == 2
+    for item in done:
+        (flag,) = item.checks
+        assert (flag.check, flag.severity, flag.level) == ("vlm_judge", "error", "clip")
+        assert "saw 2 frames" in flag.evidence and flag.score == 1.0

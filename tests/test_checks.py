@@ -15,7 +15,7 @@ from hivau.tasks.release.publish import ReleaseSettings, instruction_rows
 from hivau.tasks.review.audit import check_gate_table
 from hivau.tasks.review.queue import QueueItem, queue_order
 from hivau.tasks.text import checks as C
-from hivau.tasks.text.checks import Evidence, EventEvidence, ItemTexts, Text, run_checks, times_in
+from hivau.tasks.text.checks import EventEvidence, Evidence, ItemTexts, Text, run_checks, times_in
 from hivau.tasks.text.llm import LLMSettings
 from hivau.tasks.text.rollup import RollupSettings, run_rollup
 from hivau.tasks.text.verify import verify_item

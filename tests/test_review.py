@@ -431,7 +431,7 @@ def test_flags_reach_the_annotator_and_the_card_measures_the_checks(label_studio
     events = tasks_by_item(lsc, ws, st, "event")
     flagged = events[summary.item_id]
     assert flagged["data"]["errors"] >= 1 and "time_outside_span" in flagged["data"]["checks"]
-    assert "ERROR time_outside_span (description): at 500 s" in flagged["data"]["flags"]
+    assert "ERROR time_outside_span (description): 500 s (span" in flagged["data"]["flags"]
     clean = next(t for i, t in events.items() if i.startswith(good_video) and not t["data"]["errors"])
     assert clean["data"]["level"] == "event"
     (view,) = [v for v in lsc.views(report.projects["event"]) if v["data"]["title"] == "hivau review queue"]
@@ -450,3 +450,25 @@ def test_flags_reach_the_annotator_and_the_card_measures_the_checks(label_studio
     # the flagged draft was reviewed (rejected): nothing of it is released; no flagged draft is held back either
     assert not manifest["held_back_by_check"].get("time_outside_span")
     assert "## Draft checks" in (Path(manifest["files"] and ws.releases / manifest["name"]) / "README.md").read_text()
+
+
+def test_a_repush_shows_changed_flags_on_known_tasks_and_keeps_their_place(label_studio, fresh_workspace):
+    from hivau.tasks.text.verify import verify_item
+
+    ws, lsc = Workspace.at(fresh_workspace), client(label_studio)
+    st = settings(label_studio, audit_size=2)
+    push(ws, lsc, st)
+    before = tasks_by_item(lsc, ws, st, "event")
+    item = next(it for it in ws.iter_videos() if it.status == "done" and it.planned_events and it.summaries)
+    summary = next(s for s in item.summaries if s.level == "event")
+    task = before[summary.item_id]
+    annotate(lsc, task, "accept")
+    summary.description = f"{summary.description} It ends at 500 s."
+    ws.put_video(verify_item(item))
+    report = push(ws, lsc, st)
+    assert report.flags_updated["event"] == 1 and report.new_predictions["event"] == 1
+    after = tasks_by_item(lsc, ws, st, "event")[summary.item_id]
+    assert after["id"] == task["id"] and "time_outside_span" in after["data"]["flags"]
+    assert {k: after["data"][k] for k in ("queue", "audit", "risk")} == {k: task["data"][k] for k in ("queue", "audit", "risk")}
+    assert len(after["annotations"]) == 1  # the reviewer's work is untouched
+    assert push(ws, lsc, st).flags_updated["event"] == 0

@@ -109,11 +109,23 @@ class PushReport(BaseModel):
     new_predictions: dict[str, int] = Field(default_factory=dict)
     unchanged: dict[str, int] = Field(default_factory=dict)
     audit: dict[str, int] = Field(default_factory=dict)  # new tasks put in the audit sample
+    flags_updated: dict[str, int] = Field(default_factory=dict)  # known tasks whose draft checks changed
     requests: int = 0
     url: str = ""
 
 
 TASK_FIELDS = "id,data,predictions"  # what a push reads of a known task
+# what a task keeps from its first push when its flags are updated: its place in the queue
+QUEUE_FIELDS = ("queue", "audit", "risk", "risk_reasons")
+
+
+@dataclass
+class KnownTask:
+    id: int
+    draft_sha: Optional[str]  # of its latest prediction
+    queue: int
+    flags: Optional[str]  # the draft checks it shows
+    placed: dict  # its QUEUE_FIELDS
 
 
 def latest_prediction(task: dict) -> Optional[dict]:
@@ -121,28 +133,30 @@ def latest_prediction(task: dict) -> Optional[dict]:
     return max(predictions, key=lambda p: p["id"]) if predictions else None
 
 
-def known_tasks(ls: LabelStudio, project_id: int, level: Level) -> dict[str, tuple[int, Optional[str], int]]:
-    """segment key -> (task id, hash of its latest prediction, highest queue position), listed page by page;
-    only these small tuples are kept, whatever the project's size."""
+def known_tasks(ls: LabelStudio, project_id: int, level: Level) -> dict[str, KnownTask]:
+    """segment key -> what a push needs of its task, listed page by page; only these small records are kept,
+    whatever the project's size."""
     out = {}
     for task in ls.iter_tasks(project_id, include=TASK_FIELDS):
-        key = task_key(level, task.get("data") or {})
+        data = task.get("data") or {}
+        key = task_key(level, data)
         if key is None:
             continue
         last = latest_prediction(task)
-        queue = int((task.get("data") or {}).get("queue") or 0)
-        out[key] = (task["id"], draft_sha(last["result"]) if last else None, queue)
+        out[key] = KnownTask(task["id"], draft_sha(last["result"]) if last else None, int(data.get("queue") or 0),
+                             data.get("flags"), {k: data[k] for k in QUEUE_FIELDS if k in data})
     return out
 
 
 def push_level(ls: LabelStudio, project_id: int, level: Level, tasks: list[ReviewTask], settings: ReviewSettings,
-               seed: str) -> tuple[int, int, int, int]:
+               seed: str) -> tuple[int, int, int, int, int]:
     """Import new segments in bulk, in review-queue order; a changed draft of a known segment becomes a new
-    prediction on its task, sent in bulk. Annotations are never touched, so a reviewer's work survives any
-    number of pushes. Returns (created, new predictions, unchanged, audited)."""
+    prediction on its task, sent in bulk, and a known task whose draft checks changed shows the new ones (its
+    place in the queue stays). Annotations are never touched, so a reviewer's work survives any number of
+    pushes. Returns (created, new predictions, unchanged, audited, flags updated)."""
     known = known_tasks(ls, project_id, level)
     fresh = [t for t in tasks if t.key not in known]
-    start = max((q for _, _, q in known.values()), default=0)
+    start = max((k.queue for k in known.values()), default=0)
     order = queue_order([QueueItem(t.key, t.text, [x.strip() for x in t.data["labels"].split(",")],
                                    list(t.generators), t.data["errors"], t.data["warnings"],
                                    [c.check for c in t.checks]) for t in fresh], settings.audit_size, seed)
@@ -154,12 +168,15 @@ def push_level(ls: LabelStudio, project_id: int, level: Level, tasks: list[Revie
         queued.append(task)
     for i in range(0, len(queued), settings.batch_size):
         ls.import_tasks(project_id, [t.payload() for t in queued[i:i + settings.batch_size]])
-    changed = [{"task": known[t.key][0], "result": t.result, "model_version": t.model_version} for t in tasks
-               if t.key in known and known[t.key][1] != draft_sha(t.result)]
+    changed = [{"task": known[t.key].id, "result": t.result, "model_version": t.model_version} for t in tasks
+               if t.key in known and known[t.key].draft_sha != draft_sha(t.result)]
     for i in range(0, len(changed), settings.batch_size):
         ls.import_predictions(project_id, changed[i:i + settings.batch_size])
+    reflagged = [t for t in tasks if t.key in known and known[t.key].flags != t.data["flags"]]
+    for task in reflagged:  # a task's data is replaced whole: keep its queue fields
+        ls.update_task_data(known[task.key].id, {**task.data, **known[task.key].placed})
     audited = sum(1 for _, _, a in order if a)
-    return len(fresh), len(changed), len(tasks) - len(fresh) - len(changed), audited
+    return len(fresh), len(changed), len(tasks) - len(fresh) - len(changed), audited, len(reflagged)
 
 
 def push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, lock_wait_s: float = 0) -> PushReport:
@@ -193,8 +210,9 @@ def _push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushRepor
     report = PushReport(url=ls.conn.url)
     for level in settings.levels:
         pid = ensure_project(ls, ws, settings, level, storage[level], doc_root)
-        created, changed, same, audited = push_level(ls, pid, level, tasks[level], settings,
-                                                    f"{ws.root.name}:{level}")
+        created, changed, same, audited, reflagged = push_level(ls, pid, level, tasks[level], settings,
+                                                               f"{ws.root.name}:{level}")
+        report.flags_updated[level] = reflagged
         report.projects[level], report.created[level] = pid, created
         report.new_predictions[level], report.unchanged[level], report.audit[level] = changed, same, audited
     report.requests = ls.requests

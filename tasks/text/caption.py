@@ -22,8 +22,9 @@ from hivau.prompts import load_prompt
 from hivau.prompts.questions import TEMPLATES
 from hivau.schemas import reasons
 from hivau.schemas.item import VideoItem
-from hivau.schemas.records import Caption, Generator, QuarantineRecord
+from hivau.schemas.records import Caption, CheckRecord, Generator, QuarantineRecord
 from hivau.tasks.build.frames import sample_frames
+from hivau.tasks.text.contracts import JudgeOut
 from hivau.tasks.text.llm import LLMClient, LLMError, LLMSettings, ResponseCache, Usage, resolve_endpoint
 from hivau.workspace import Workspace, atomic_write_json
 
@@ -44,6 +45,9 @@ class CaptionSettings(BaseModel):
     recaption_provided: bool = Field(False, description="also caption clips that have a human caption")
     jpeg_quality: int = Field(85, ge=10, le=100, description="openai: quality of the frames sent as images")
     llm: LLMSettings = Field(default_factory=LLMSettings, description="openai: endpoint, retries, concurrency")
+    judge: bool = Field(False, description="openai: also have the VLM check each machine caption against the clip's "
+                                           "frames (keep / review / discard); review is a warning flag, discard an "
+                                           "error")
 
 
 @dataclass
@@ -185,6 +189,21 @@ class OpenAICaptioner:
         except LLMError as exc:
             return CaptionFailure(exc.reason, exc.detail)
 
+    async def judge_one(self, client: LLMClient, clip: ClipFrames, caption: str, labels: list[str]
+                        ) -> Optional[JudgeOut]:
+        """The VLM's verdict on a caption, given the same frames; None when the request fails for good."""
+        prompt = load_prompt("vlm_judge")
+        system, user = prompt.messages(n_frames=len(clip.frames), start_s=f"{clip.start_s:.1f}",
+                                       end_s=f"{clip.end_s:.1f}", labels=", ".join(labels) or "normal",
+                                       caption=caption)
+        images = [{"type": "image_url", "image_url": {"url": jpeg_data_url(f, self.settings.jpeg_quality)}}
+                  for f in clip.frames]
+        messages = [system, {"role": "user", "content": images + [{"type": "text", "text": user["content"]}]}]
+        try:
+            return await client.complete(messages, JudgeOut, prompt.tag)
+        except LLMError:
+            return None
+
     async def _caption_all(self, clips: list[ClipFrames]) -> list[CaptionResult]:
         async with LLMClient(self.endpoint, self.llm, self.cache, self.usage) as client:
             return list(await asyncio.gather(*(self.caption_one(client, c) for c in clips)))
@@ -315,6 +334,8 @@ def _apply(item: VideoItem, frames: ClipFrames, key: str, result: CaptionResult,
     caption = Caption(item_id=frames.clip_id, level="clip", video_id=item.video_id, text=result,
                       provenance="auto_draft", generator=generator, frame_times=frames.times_s)
     item.captions = [c for c in item.captions if c.item_id != frames.clip_id] + [caption]
+    # a judge's verdict was on the old caption
+    item.checks = [c for c in item.checks if not (c.item_id == frames.clip_id and c.check == "vlm_judge")]
     atomic_write_json(ws.caption_state(frames.clip_id),
                       {"key": key, "caption": caption.model_dump(mode="json")})
 
@@ -355,12 +376,16 @@ def caption_stream(items: Iterable[VideoItem], ws: Workspace, settings: CaptionS
             videos = asyncio.Semaphore(window)
 
             async def one_clip(item: VideoItem, clip) -> None:
-                if (key := _from_cache(item, clip, ws, captioner, settings)) is None:
+                if (key := _from_cache(item, clip, ws, captioner, settings)) is None and not settings.judge:
                     return
                 async with decoding:
                     frames = await asyncio.to_thread(_frames_or_failure, item, clip, ws, settings)
-                    if frames is not None:
+                    if frames is None:
+                        return
+                    if key is not None:
                         _apply(item, frames, key, await captioner.caption_one(client, frames), captioner.generator, ws)
+                    if settings.judge:
+                        await _judge_caption(item, clip, frames, captioner, client)
 
             async def one_video(item: VideoItem) -> None:
                 try:
@@ -381,6 +406,25 @@ def caption_stream(items: Iterable[VideoItem], ws: Workspace, settings: CaptionS
 
     asyncio.run(run())
     return captioner.usage
+
+
+async def _judge_caption(item: VideoItem, clip, frames: ClipFrames, captioner: OpenAICaptioner,
+                         client: LLMClient) -> None:
+    """The VLM judge's verdict on the clip's machine caption, as a `vlm_judge` flag (none when it says keep)."""
+    caption = next((c for c in item.captions if c.item_id == clip.clip_id and c.provenance == "auto_draft"), None)
+    if caption is None:
+        return
+    verdict = await captioner.judge_one(client, frames, caption.text, clip.labels)
+    item.checks = [c for c in item.checks if not (c.check == "vlm_judge" and c.item_id == clip.clip_id)]
+    if verdict is None or verdict.verdict == "keep":
+        return
+    scores = (verdict.faithfulness, verdict.label_consistency, verdict.completeness)
+    item.checks.append(CheckRecord(
+        item_id=clip.clip_id, level="clip", video_id=item.video_id, target="caption", check="vlm_judge",
+        severity="error" if verdict.verdict == "discard" else "warn", score=float(min(scores)),
+        text_provenance="auto_draft", generator=caption.generator,
+        evidence=f"{verdict.verdict}: faithfulness {scores[0]}, label {scores[1]}, completeness {scores[2]}: "
+                 f"{verdict.reason}"[:500]))
 
 
 def caption_item(item: VideoItem, ws: Workspace, captioner: Optional[Captioner],
