@@ -64,7 +64,7 @@ class Video:
 
 
 def _summary_fields(summary: str, split: dict) -> list:
-    """A HIVAU summary and its split, as measure.py and the store read them (an empty analysis is absent)."""
+    """A HIVAU summary and its split, as the store reads them (an empty analysis is absent)."""
     from hivau.tasks.text.checks import Text
 
     return [Text("summary", summary)] + [Text(k, split.get(k) or "") for k in ("judgement", "description", "analysis")
@@ -258,10 +258,6 @@ def _forms(word: str) -> set[str]:
     family = {w for w, h in SYNONYMS.items() if h == head} | {word, head}
     return family | {w + "s" for w in family} | {w + "es" for w in family} | \
         {p for w in family for p in IRREGULAR.get(w, ())}
-
-
-def _span_words(unit: Unit) -> set[str]:
-    return {w for text in unit.evidence.captions + unit.evidence.summaries for w in _words(text)}
 
 
 def _unmentioned(thing: str, said: set[str], said_list: list[str]) -> bool:
@@ -507,6 +503,12 @@ def _generic_scene(captions: list[str], rng: random.Random) -> Optional[str]:
     return " ".join(chosen)
 
 
+def _overlap(a, b) -> float:
+    """The share of the shorter event's span that the two events share."""
+    shared = min(a.end_s, b.end_s) - max(a.start_s, b.start_s)
+    return max(0.0, shared) / max(1e-6, min(a.end_s - a.start_s, b.end_s - b.start_s))
+
+
 def inject_omission(video: Video, unit: Unit, rng: random.Random, ctx: dict) -> Optional[Injected]:
     """A video summary and description that leave out one anomalous event: only the other events described, or
     (one event) a generic text about the scene."""
@@ -517,10 +519,13 @@ def inject_omission(video: Video, unit: Unit, rng: random.Random, ctx: dict) -> 
     if "summary" not in targets:
         return None
     texts, _ = _copy(unit)
-    left_out = rng.choice(evidence.events)
+    # an event another one repeats (HIVAU-70k has pairs with the same span and captions) is not left out when
+    # the other is described: only events apart from the rest are left out with the rest described
+    apart = [e for e in evidence.events if not any(_overlap(e, o) > 0.5 for o in evidence.events if o is not e)]
+    left_out = rng.choice(apart or evidence.events)
     others = [u for u in video.of_level("event") if u.item_id != left_out.event_id
               and any(e.event_id == u.item_id for e in evidence.events)]
-    if others and rng.random() < 0.75:
+    if apart and others and rng.random() < 0.75:
         variant = "other events only"
         new = {t: " ".join(_text(u.texts, t) or "" for u in others).strip() for t in targets}
     else:

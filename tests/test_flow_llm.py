@@ -111,3 +111,73 @@ def test_killed_run_resumes_without_repeating_answered_requests(prefect_server, 
     summary = json.loads((ws / "manifests/summary.json").read_text())
     assert summary["summaries"] == 13 and summary["qa_pairs"] == 91
     assert summary["texts_by_generator"]["summary:openai"] == 13
+
+
+def test_defective_drafts_are_flagged_kept_out_of_releases_and_repaired(prefect_api, demo_dir, tmp_path, monkeypatch):
+    """The issue's scenario: a server that writes one defective video summary per anomalous video (a judgement
+    against the label, things no caption saw, a time past the end, a looping text). Without repair, each is
+    flagged in the checks table and its rows stay out of an `--include-unreviewed` release; with one repair
+    attempt, each is asked again with its evidence and comes back clean."""
+    from openai_server import Reply, grounded_answer
+
+    from hivau.flows.build import build_hivau
+    from hivau.tasks.release.publish import ReleaseSettings, build_release, verify_release
+    from hivau.tasks.text.llm import LLMSettings
+    from hivau.tasks.text.rollup import RollupSettings
+    from hivau.workspace import Workspace
+
+    defects = {"Falling": ("judgement", "No anomaly occurs in this video; everything appears normal."),
+               "Fighting": ("description", "A woman with a knife climbs a ladder beside a parked truck."),
+               "Running": ("description", "It ends at 900 s."),
+               "RoadAccidents": ("description", "The car hits the car again. " * 5)}
+    expected = {"Falling": "label_contradiction", "Fighting": "unsupported_content", "Running": "time_outside_span",
+                "RoadAccidents": "repeated_phrase"}
+
+    def responder(body):
+        answer = grounded_answer(body)
+        text = json.dumps(body["messages"])
+        video_level = "labelled as anomalous: " in text and body["response_format"]["json_schema"]["name"] == "SummaryOut"
+        if video_level and "failed these checks" not in text:
+            label = text.split("labelled as anomalous: ")[1].split("\\n")[0].rstrip(".")
+            if label in defects:
+                field, bad = defects[label]
+                answer[field] = bad if field == "judgement" else f"{answer[field]} {bad}"
+                answer["summary"] = f"{answer['judgement']} {answer['description']}"
+        return Reply(json.dumps(answer))
+
+    _no_llm_env(monkeypatch)
+    ws = tmp_path / "ws"
+    with FakeOpenAI(responder) as srv:
+        def build(attempts: int) -> dict:
+            rollup = RollupSettings(repair_attempts=attempts,
+                                    llm=LLMSettings(base_url=srv.base_url, model="demo-llm", **{"backoff_s": 0.05}))
+            return build_hivau(videos_dir=str(demo_dir / "videos"), annotations=str(demo_dir / "annotations.json"),
+                               workspace=str(ws), cut_mode="copy", rollup=rollup)
+
+        first = build(0)
+        checks = pq.read_table(ws / "manifests/checks.parquet").to_pylist()
+        videos = {v["video_id"]: v["labels"][0] for v in pq.read_table(ws / "manifests/videos.parquet").to_pylist()
+                  if v["labels"] and v["labels"][0] in defects}
+        found = {(c["item_id"], c["check"]) for c in checks if c["level"] == "video" and c["severity"] == "error"}
+        for video_id, label in videos.items():
+            assert (video_id, expected[label]) in found, (label, found)
+        assert set(videos.values()) == set(defects)
+        assert first["flagged_error"] >= 4 and any(k.startswith("video:") for k in first["checks_by_level"])
+        manifest = verify_release(build_release(Workspace.at(ws), ReleaseSettings(include_unreviewed=True)))
+        held = manifest["held_back_by_check"]
+        assert {expected[label] for label in videos.values()} <= set(held)
+        rows = pq.read_table(Path(ws / "releases" / manifest["name"] / "data/train.parquet")).to_pylist() + \
+            pq.read_table(Path(ws / "releases" / manifest["name"] / "data/test.parquet")).to_pylist()
+        released = {(r["item_id"], r["task"]) for r in rows}
+        fall = next(v for v, label in videos.items() if label == "Falling")
+        assert (fall, "judgement") not in released
+        assert any(item_id.startswith(fall) for item_id, _ in released)  # its other texts are released
+
+        sent = len(srv.completions)
+        second = build(1)  # the same drafts come from the cache; each failed one is asked again once
+        repairs = [s for s in srv.completions[sent:] if "failed these checks" in json.dumps(s.body["messages"])]
+    assert len(repairs) == len(videos)
+    assert any("900 s" in json.dumps(r.body["messages"]) for r in repairs)
+    assert second["drafts_repaired"] == len(videos) and second["drafts_still_failing"] == 0
+    checks = pq.read_table(ws / "manifests/checks.parquet").to_pylist()
+    assert not {(c["item_id"], c["check"]) for c in checks if c["severity"] == "error"} & found

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Callable, Iterable, Optional
 
 from hivau.schemas.records import Severity
@@ -27,6 +28,7 @@ from hivau.tasks.text.vocabulary import (
     LABEL_WORDS,
     LENGTH_RANGES,
     NORMAL_CLAIMS,
+    NORMAL_SCENE_CLAIMS,
     SYNONYMS,
     VERBS,
     VISIBLE,
@@ -34,6 +36,8 @@ from hivau.tasks.text.vocabulary import (
 )
 
 SUMMARY_FIELDS = ("summary", "judgement", "description", "analysis")
+# words that claim something abnormal happens, unless negated ("with no unusual or suspicious events")
+ANOMALY_CLAIMS = {"anomaly", "anomalous", "abnormal", "abnormality", "unusual", "suspicious", "strange", "irregular"}
 NEGATIONS = {"no", "not", "n't", "nothing", "without", "never", "none", "neither", "nor"}
 TIME_TOLERANCE_S = 1.0
 ERROR_AT_UNSUPPORTED = 3  # times are written to a tenth of a second, and events are cut on frames
@@ -249,16 +253,16 @@ def _names_classes(text: str) -> list[tuple[str, bool]]:
     return found
 
 
-def _claims_normal(text: str) -> Optional[str]:
+def _claims_normal(text: str, patterns: tuple[str, ...] = NORMAL_CLAIMS) -> Optional[str]:
     low = " ".join(text.lower().split())
-    return next((m.group(0) for pattern in NORMAL_CLAIMS if (m := re.search(pattern, low))), None)
+    return next((m.group(0) for pattern in patterns if (m := re.search(pattern, low))), None)
 
 
 def _claims_anomaly(text: str) -> Optional[str]:
     doc = parse(text)
     for sentence in doc.sents:
         for token in sentence:
-            if token.lemma_.lower() in ("anomaly", "anomalous", "abnormal", "abnormality") \
+            if token.lemma_.lower() in ANOMALY_CLAIMS \
                     and not _negated(sentence, token.i, window=6):
                 return sentence.text.strip()
     return None
@@ -276,7 +280,8 @@ def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
         if text.target == "analysis":
             continue  # the reasoning may compare with other classes
         if evidence.is_anomaly:
-            if text.target in ("judgement", "summary") and (said := _claims_normal(text.text)):
+            patterns = NORMAL_CLAIMS + NORMAL_SCENE_CLAIMS if text.target == "judgement" else NORMAL_CLAIMS
+            if text.target in ("judgement", "summary") and (said := _claims_normal(text.text, patterns)):
                 flags.append(Flag("label_contradiction", "error", text.target, 1.0, f"says '{said}' of an item "
                                   f"labelled {', '.join(evidence.labels)}"))
                 continue
@@ -308,8 +313,8 @@ _UNIT = r"(s|secs?|seconds?|mins?|minutes?)\b"
 _CLOCK = re.compile(r"\b(?:(\d{1,2}):)?(\d{1,2}):(\d{2})(?:\.(\d+))?\b")
 _RANGE = re.compile(rf"\b{_NUM}\s*(s|secs?|seconds?)?\s*(?:-|–|to|and|until)\s*{_NUM}\s*{_UNIT}", re.I)
 _SINGLE = re.compile(rf"(?<![\d.:-]){_NUM}\s*(?:-\s*)?{_UNIT}", re.I)
-_DURATION_BEFORE = re.compile(r"(?:\bfor|lasting|lasts|within|after|over|about|around|nearly|almost|only|the|a|"
-                              r"an|approximately|roughly)\s*$", re.I)
+_DURATION_BEFORE = re.compile(r"(?:\bfor|lasting|lasts|last|within|after|over|takes|took|spans?)\s+"
+                              r"(?:about|around|nearly|almost|only|approximately|roughly|just|some)?\s*$", re.I)
 
 
 def _seconds(value: str, unit: str) -> float:
@@ -374,17 +379,31 @@ def missing_part(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
 
 
 def repeated_phrase(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
-    """A phrase looping: one word trigram three times or more (Cosmos Curator's repetition rule), where its
-    repeats make up 30% of the text or more ("the man in" three times in a long description of several men
-    is how people write; a sentence said three times is not)."""
+    """A phrase looping: a five-word phrase three times or more, or a word trigram three times or more (Cosmos
+    Curator's rule) whose repeats make up 30% of the text ("the man in" three times in a long description of
+    several men is how people write; a clause said three times is not). A phrase the span's captions repeat as
+    often is theirs, not a loop of the writer's."""
     flags = []
+    source = [words(t) for t in evidence.captions + evidence.summaries]
     for text in texts.texts:
         w = words(text.text)
         trigrams = Counter(zip(w, w[1:], w[2:]))
-        if trigrams and (top := trigrams.most_common(1)[0])[1] >= 3 and 3 * top[1] >= 0.3 * len(w):
-            flags.append(Flag("repeated_phrase", "error", text.target, float(top[1]),
-                              f"'{' '.join(top[0])}' x{top[1]}"))
+        fivegrams = Counter(zip(w, w[1:], w[2:], w[3:], w[4:]))
+        loop = fivegrams.most_common(1)[0] if fivegrams else None
+        top = trigrams.most_common(1)[0] if trigrams else None
+        if loop and loop[1] >= 3:
+            top = loop
+        elif not (top and top[1] >= 3 and 3 * top[1] >= 0.3 * len(w)):
+            continue
+        if sum(_occurrences(top[0], x) for x in source) >= top[1]:
+            continue
+        flags.append(Flag("repeated_phrase", "error", text.target, float(top[1]), f"'{' '.join(top[0])}' x{top[1]}"))
     return flags
+
+
+def _occurrences(phrase: tuple[str, ...], w: list[str]) -> int:
+    n = len(phrase)
+    return sum(1 for i in range(len(w) - n + 1) if tuple(w[i:i + n]) == phrase)
 
 
 def dominant_word(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
@@ -438,9 +457,13 @@ def length_outlier(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
 
 
 def _similar(a: str, b: str) -> float:
-    """Jaccard similarity of the two texts' word sets."""
-    x, y = set(words(a)), set(words(b))
-    return len(x & y) / len(x | y) if x and y else 0.0
+    """How alike two texts are: the larger of their word sets' Jaccard similarity and their word sequences'
+    matching ratio (one word changed in a seven-word caption is 0.86)."""
+    x, y = words(a), words(b)
+    if not x or not y:
+        return 0.0
+    jaccard = len(set(x) & set(y)) / len(set(x) | set(y))
+    return max(jaccard, SequenceMatcher(None, x, y, autojunk=False).ratio())
 
 
 NEAR_DUPLICATE = 0.8

@@ -67,11 +67,18 @@ LABEL_WORDS = {
 
 # what a judgement of an anomalous item must not say (lower case, spaces normalised)
 NORMAL_CLAIMS = (
-    r"\bno (?:\w+ )?anomal\w*", r"\bnot (?:an? )?anomal\w*", r"\bnothing (?:unusual|abnormal|anomalous|suspicious)",
+    r"\bno (?:\w+ )?anomal\w*", r"\bnot (?:an? )?anomal\w*",
+    r"\bnothing (?:\w+ )?(?:unusual|abnormal|anomalous|suspicious|strange|out of (?:the ordinary|place))",
+
     r"\bno (?:unusual|abnormal|suspicious) (?:event|activit|behavio|incident)\w*",
     r"\b(?:is|are|appears|appear|seems|seem|looks|look|remains) (?:to be )?(?:completely |entirely |perfectly "
     r"|quite )?(?:normal|ordinary|routine|uneventful)\b",
     r"\beverything (?:is|seems|appears|looks) (?:normal|fine|ordinary|calm)",
+)
+# what a judgement (only: a summary may say "starting from a normal scene") of an anomalous item must not say
+NORMAL_SCENE_CLAIMS = (
+    r"\b(?:an?|the) (?:completely |entirely |perfectly )?(?:ordinary|normal|routine|uneventful|everyday) "
+    r"(?:scene|day|situation|moment|activity|activities|video|clip|event)\b",
 )
 
 # ---------------------------------------------------------------- nouns
