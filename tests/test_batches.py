@@ -201,7 +201,7 @@ def test_existing_dask_cluster_runs_the_shards(prefect_api, dask_cluster, tmp_pa
     summary = _build(tmp_path / "ws", batch / "videos", batch / "ann.json", dask_address=address, shard_size=2)
     assert summary["videos_processed"] == 6 and summary["clips"] == 12
     by_stage = summary["work"]["workers_by_stage"]
-    assert set(by_stage) == {"cut", "caption", "motion"}
+    assert set(by_stage) == {"cut", "caption", "verify-captions", "verify", "motion"}
     for stage, workers in by_stage.items():  # every shard ran in a worker process, none in this one
         ran_in = {int(w.rsplit(":", 1)[1]) for w in workers}
         assert ran_in and ran_in <= worker_pids and os.getpid() not in ran_in, (stage, ran_in, worker_pids)

@@ -21,6 +21,7 @@ from hivau.tasks.text.checks import (
     Text,
     run_checks,
 )
+from hivau.tasks.text.nlp import parse_many
 
 LEVELS: tuple[Level, ...] = ("clip", "event", "video")
 HUMAN_PROVENANCE = ("human", "accepted", "edited")
@@ -100,6 +101,9 @@ def check_item(item: VideoItem, levels: Iterable[Level] = LEVELS, attempts: Opti
     pairs: dict[str, list[QAPair]] = {}
     for p in item.qa:
         pairs.setdefault(p.item_id, []).append(p)
+    # every text the checks will parse, parsed in one batch
+    parse_many([c.text for c in item.captions] + [t for s in item.summaries for t in (s.text, s.judgement,
+                s.description, s.analysis) if t] + [t for p in item.qa for t in (p.question, p.answer)])
     units = [("clip", c.clip_id) for c in item.planned_clips] + [("event", e.event_id) for e in item.planned_events]
     units.append(("video", item.video_id))
     out = []
