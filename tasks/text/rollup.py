@@ -40,6 +40,7 @@ from hivau.tasks.text.llm import (
     Usage,
     resolve_endpoint,
 )
+from hivau.tasks.text.nlp import parse_many
 from hivau.tasks.text.verify import evidence_of, item_texts
 
 
@@ -170,6 +171,8 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     # from the cache when their inputs did not change, so they follow edits to the captions.
     keep = {s.item_id: s for s in item.summaries
             if settings.keep_provided and s.provenance == "human" and s.text.strip()}
+    if isinstance(backend, ExtractiveBackend):  # it parses every caption: in one batch, before the first summary
+        parse_many([c.text for c in item.captions])
     events = event_contexts(item)
     evidence = evidence_of(item)
     repairs: list[RepairRecord] = []
