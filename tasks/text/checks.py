@@ -19,8 +19,7 @@ from hivau.schemas.records import Severity
 from hivau.tasks.text.contracts import QA_TYPES
 from hivau.tasks.text.nlp import parse
 from hivau.tasks.text.vocabulary import (
-    ABSTRACT_NOUNS,
-    ABSTRACT_SUFFIXES,
+    ANOMALY_SIGNS,
     CLASS_ALIASES,
     CLASS_GROUPS,
     COUNT_WORDS,
@@ -28,17 +27,20 @@ from hivau.tasks.text.vocabulary import (
     LABEL_WORDS,
     LENGTH_RANGES,
     NORMAL_CLAIMS,
-    NORMAL_SCENE_CLAIMS,
+    NORMAL_SIGNS,
+    QUIET_VERBS,
     SYNONYMS,
     VERBS,
     VISIBLE,
     class_key,
+    is_abstract,
 )
 
 SUMMARY_FIELDS = ("summary", "judgement", "description", "analysis")
-# words that claim something abnormal happens, unless negated ("with no unusual or suspicious events")
+# words that claim something abnormal happens in a summary, unless negated ("with no unusual or suspicious events")
 ANOMALY_CLAIMS = {"anomaly", "anomalous", "abnormal", "abnormality", "unusual", "suspicious", "strange", "irregular"}
-NEGATIONS = {"no", "not", "n't", "nothing", "without", "never", "none", "neither", "nor"}
+NEGATIONS = {"no", "not", "n't", "nothing", "without", "never", "none", "neither", "nor", "nobody", "non", "devoid",
+             "free", "absent", "lack", "lacks", "lacking", "deviate", "deviates", "deviating", "unlike"}
 TIME_TOLERANCE_S = 1.0
 ERROR_AT_UNSUPPORTED = 3  # times are written to a tenth of a second, and events are cut on frames
 
@@ -133,15 +135,17 @@ def concrete_nouns(text: str) -> list[tuple[str, str]]:
     proper names and words of the label vocabulary are left out."""
     out = []
     for token in parse(text):
-        if token.pos_ != "NOUN" or not token.is_alpha or len(token.text) < 3 or token.dep_ == "ROOT":
+        common = token.pos_ == "NOUN" or (token.pos_ == "PROPN" and token.text.islower())  # "a delivery van"
+        if not common or not token.is_alpha or len(token.text) < 3 or token.dep_ == "ROOT":
             continue  # a ROOT "noun" is nearly always a verb the tagger missed ("An anomaly exists")
         lemma = token.lemma_.lower()
-        bare = not any(c.dep_ in ("det", "poss", "amod", "nummod", "compound") for c in token.lefts)
-        if bare and {lemma, token.lower_, token.lower_.removesuffix("s")} & VERBS and lemma not in VISIBLE:
+        bare = not any(c.dep_ in ("det", "poss", "amod", "nummod") for c in token.lefts)
+        forms = {lemma, token.lower_, token.lower_.removesuffix("s"), token.lower_.removesuffix("ing")}
+        if (bare and forms & VERBS and lemma not in VISIBLE) or token.lower_.endswith("wards"):
+            continue  # "debris occurs", "smoke billowing", "outwards": words the tagger took for nouns
+        if is_abstract(lemma):
             continue
-        if lemma in ABSTRACT_NOUNS or lemma.endswith(ABSTRACT_SUFFIXES):
-            continue
-        if token.dep_ == "compound" and token.head.lemma_.lower() in ABSTRACT_NOUNS:
+        if token.dep_ == "compound" and is_abstract(token.head.lemma_.lower()):
             continue  # "traffic stop procedures", "safety risk"
         out.append((_canon(lemma), token.text))
     return out
@@ -152,7 +156,7 @@ def counted_nouns(text: str) -> list[tuple[int, str, str]]:
     out = []
     for token in parse(text):
         lemma = token.lemma_.lower()
-        if token.pos_ != "NOUN" or lemma in ABSTRACT_NOUNS or lemma.endswith(ABSTRACT_SUFFIXES):
+        if token.pos_ != "NOUN" or is_abstract(lemma):
             continue
         for child in token.lefts:
             count = child.lower_
@@ -262,10 +266,51 @@ def _claims_anomaly(text: str) -> Optional[str]:
     doc = parse(text)
     for sentence in doc.sents:
         for token in sentence:
-            if token.lemma_.lower() in ANOMALY_CLAIMS \
-                    and not _negated(sentence, token.i, window=6):
+            if token.lemma_.lower() in ANOMALY_CLAIMS and not _negated(sentence, token.i, window=6) \
+                    and not _governs_negation(token):
                 return sentence.text.strip()
     return None
+
+
+def _governs_negation(token) -> bool:
+    """"This is not a normal video", "nobody does anything wrong": a negation on the word's head or on the
+    head's head, or a word ending the word's own group ("non-suspicious", "devoid of any unusual event")."""
+    for head in (token, token.head, token.head.head):
+        if any(c.dep_ == "neg" or c.lower_ in NEGATIONS for c in head.children if c.i < token.i):
+            return True
+    return False
+
+
+def judgement_stance(text: str) -> tuple[Optional[str], str]:
+    """Whether a judgement says the item is anomalous or normal: ("anomaly" | "normal" | None, the words that
+    decided). Each sign of an anomaly ("unusual", "incident", "violent", a class name) or of normality ("normal",
+    "routine", "nothing happens") counts for its side, or for the other side when negated ("no anomaly", "not a
+    normal video", "deviates from normal"); None when the signs are even or absent."""
+    votes, said = {"anomaly": 0, "normal": 0}, {"anomaly": [], "normal": []}
+    doc = parse(text)
+    for sentence in doc.sents:
+        signs = 0
+        for token in sentence:
+            lemma = token.lemma_.lower()
+            side = "anomaly" if lemma in ANOMALY_SIGNS or lemma in CLASS_ALIASES else \
+                "normal" if lemma in NORMAL_SIGNS else None
+            if lemma in ("ordinary", "place") and "out of" in doc[max(sentence.start, token.i - 3):token.i].text.lower():
+                side = "anomaly"  # "out of the ordinary", "out of place": signs of an anomaly
+            if side is None:
+                continue
+            signs += 1
+            if _negated(sentence, token.i, window=6) or _governs_negation(token):
+                side = "normal" if side == "anomaly" else "anomaly"
+            votes[side] += 1
+            said[side].append(token.text)
+        quiet = {t.lemma_.lower() for t in sentence} & QUIET_VERBS
+        if not signs and quiet and {t.lower_ for t in sentence} & {"nothing", "nobody", "none", "no"}:
+            votes["normal"] += 1  # "nothing happens", "there is nothing to report"
+            said["normal"].append(" ".join(sorted(quiet)))
+    if votes["anomaly"] == votes["normal"]:
+        return None, ""
+    side = max(votes, key=votes.get)
+    return side, ", ".join(said[side])
 
 
 def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
@@ -279,9 +324,11 @@ def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
     for text in _summary_texts(texts):
         if text.target == "analysis":
             continue  # the reasoning may compare with other classes
+        stance, words_said = judgement_stance(text.text) if text.target == "judgement" else (None, "")
         if evidence.is_anomaly:
-            patterns = NORMAL_CLAIMS + NORMAL_SCENE_CLAIMS if text.target == "judgement" else NORMAL_CLAIMS
-            if text.target in ("judgement", "summary") and (said := _claims_normal(text.text, patterns)):
+            said = f"normal ({words_said})" if stance == "normal" else \
+                _claims_normal(text.text) if text.target == "summary" else None
+            if said:
                 flags.append(Flag("label_contradiction", "error", text.target, 1.0, f"says '{said}' of an item "
                                   f"labelled {', '.join(evidence.labels)}"))
                 continue
@@ -293,7 +340,8 @@ def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
                                   f"names {', '.join(sorted(named))}; labelled {', '.join(evidence.labels)}"))
         else:
             named = sorted({key for key, negated in _names_classes(text.text) if not negated})
-            claim = _claims_anomaly(text.text) if text.target in ("judgement", "summary") else None
+            claim = (f"anomalous ({words_said})" if stance == "anomaly" else None) if text.target == "judgement" \
+                else _claims_anomaly(text.text) if text.target == "summary" else None
             if named or claim:
                 flags.append(Flag("label_contradiction", "error", text.target, 1.0,
                                   f"names {', '.join(named)} in a normal item" if named
@@ -395,7 +443,7 @@ def repeated_phrase(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
             top = loop
         elif not (top and top[1] >= 3 and 3 * top[1] >= 0.3 * len(w)):
             continue
-        if sum(_occurrences(top[0], x) for x in source) >= top[1]:
+        if max((_occurrences(top[0], x) for x in source), default=0) >= top[1]:
             continue
         flags.append(Flag("repeated_phrase", "error", text.target, float(top[1]), f"'{' '.join(top[0])}' x{top[1]}"))
     return flags

@@ -49,7 +49,9 @@ def english():
         return _load()
 
 
-CACHE_SIZE = 8192  # parsed texts kept per process: summaries, QA, checks and motion phrases read the same captions
+# parsed texts kept per process: a record's summaries, QA, checks and motion phrases read the same captions, and
+# records are worked on one after another; a parsed text holds about 45 KB
+CACHE_SIZE = 2048
 _cache: OrderedDict = OrderedDict()
 _cache_lock = threading.Lock()
 

@@ -65,21 +65,22 @@ LABEL_WORDS = {
     "vandalism": {"vandalism", "smash", "smashes", "break", "breaks", "damage", "damages", "kick", "kicks"},
 }
 
-# what a judgement of an anomalous item must not say (lower case, spaces normalised)
+# what a summary of an anomalous item must not say (its judgement is read by `judgement_stance`; a summary may
+# tell a story: "starting from a normal scene", "as if nothing out of the ordinary had occurred")
 NORMAL_CLAIMS = (
     r"\bno (?:\w+ )?anomal\w*", r"\bnot (?:an? )?anomal\w*",
-    r"\bnothing (?:\w+ )?(?:unusual|abnormal|anomalous|suspicious|strange|out of (?:the ordinary|place))",
-
     r"\bno (?:unusual|abnormal|suspicious) (?:event|activit|behavio|incident)\w*",
-    r"\b(?:is|are|appears|appear|seems|seem|looks|look|remains) (?:to be )?(?:completely |entirely |perfectly "
-    r"|quite )?(?:normal|ordinary|routine|uneventful)\b",
-    r"\beverything (?:is|seems|appears|looks) (?:normal|fine|ordinary|calm)",
 )
-# what a judgement (only: a summary may say "starting from a normal scene") of an anomalous item must not say
-NORMAL_SCENE_CLAIMS = (
-    r"\b(?:an?|the) (?:completely |entirely |perfectly )?(?:ordinary|normal|routine|uneventful|everyday) "
-    r"(?:scene|day|situation|moment|activity|activities|video|clip|event)\b",
-)
+# a judgement's signs of an anomaly and of normality (lemmas); a negated sign counts for the other side
+ANOMALY_SIGNS = frozenset(
+    "anomaly anomalous abnormal abnormality unusual suspicious strange irregular odd incident emergency violent "
+    "violence crime criminal dangerous danger wrong illegal illicit unlawful threat threatening alarming chaotic "
+    "chaos hazard hazardous harmful harm aggressive aggression disturbance unexpected attack accident".split())
+NORMAL_SIGNS = frozenset(
+    "normal ordinary routine uneventful usual mundane everyday typical regular calm peaceful quiet fine benign "
+    "harmless innocuous unremarkable".split())
+# verbs of "nothing happens" / "there is nothing to report"
+QUIET_VERBS = frozenset("happen occur report take go change".split())
 
 # ---------------------------------------------------------------- nouns
 # lemma -> the form evidence is compared in (paraphrases of this field's people, vehicles and things)
@@ -90,6 +91,7 @@ _FAMILIES = {
     "police": "police policeman policemen policewoman officer cop patrolman",
     "employee": "employee clerk cashier staff attendant shopkeeper salesperson salesman saleswoman teller",
     "customer": "customer shopper buyer client",
+    "guard": "guard watchman bodyguard",
     "car": "car sedan suv jeep automobile hatchback taxi cab",
     "truck": "truck lorry pickup van",
     "motorcycle": "motorcycle motorbike scooter moped",
@@ -115,7 +117,7 @@ SYNONYMS: dict[str, str] = {w: head for head, ws in _FAMILIES.items() for w in w
 GENERAL_NOUNS: dict[str, frozenset[str]] = {
     "person": frozenset({"man", "woman", "child", "police", "employee", "customer", "person", "people", "someone",
                          "pedestrian", "driver", "passenger", "worker", "guard", "individual", "figure", "suspect",
-                         "victim", "thief", "robber", "crowd", "group"}),
+                         "victim", "thief", "robber", "crowd", "group", "guard"}),
     "vehicle": frozenset({"car", "truck", "motorcycle", "bicycle", "bus", "vehicle", "tricycle", "tractor",
                           "van", "train", "tram", "ambulance"}),
     "weapon": frozenset({"gun", "knife", "stick", "weapon", "hammer", "axe", "bottle", "brick", "rock", "stone"}),
@@ -124,7 +126,7 @@ GENERAL_NOUNS: dict[str, frozenset[str]] = {
 for _general in ("people", "individual", "someone", "figure", "human", "occupant", "passenger", "pedestrian",
                  "bystander", "passerby", "suspect", "victim", "perpetrator", "attacker", "assailant", "thief",
                  "robber", "culprit", "offender", "owner", "resident", "driver", "group", "crowd", "staff",
-                 "worker", "guard", "adult", "rider", "cyclist", "member", "user", "participant"):
+                 "worker", "adult", "rider", "cyclist", "member", "user", "participant"):
     GENERAL_NOUNS[_general] = GENERAL_NOUNS["person"]
 GENERAL_NOUNS["object"] = GENERAL_NOUNS["item"] = GENERAL_NOUNS["thing"] = frozenset()  # always said of something
 
@@ -158,8 +160,14 @@ other others one ones lens release cue instance air surroundings environment gro
 aftermath
 """.split())
 ABSTRACT_NOUNS = (_WORDNET_ABSTRACT | _FIELD_ABSTRACT) - VISIBLE
-# endings of abstract nouns (distraction, movement, darkness, ability, distance, criminalism, ownership)
+# endings of abstract nouns WordNet's list may miss (distraction, movement, darkness, ability, ownership), and the
+# nouns with such an ending that name things (ambulance, station, pavement: WordNet, scripts/make_abstract_nouns.py)
 ABSTRACT_SUFFIXES = ("tion", "sion", "ment", "ness", "ity", "ance", "ence", "ism", "ship", "hood", "ior", "iour")
+CONCRETE_SUFFIXED = _word_list("concrete_suffixed.txt")
+
+
+def is_abstract(lemma: str) -> bool:
+    return lemma in ABSTRACT_NOUNS or (lemma.endswith(ABSTRACT_SUFFIXES) and lemma not in CONCRETE_SUFFIXED)
 
 COUNT_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
                "ten": 10, "second": 2, "third": 3, "fourth": 4, "2": 2, "3": 3, "4": 4, "5": 5, "6": 6}
