@@ -995,7 +995,7 @@ def main() -> None:
                   "record), every level; "
                   f"{args.workers} fresh processes per size, each making its records one at a time. Time: the calls "
                   "only (the model's load apart); peak RSS: the largest of the processes. Memory grows with the "
-                  "records a process has checked until `nlp.parse`'s cache (8,192 parsed texts) is full.", "",
+                  "records a process has checked until `nlp.parse`'s cache (`nlp.CACHE_SIZE`, 2,048 parsed texts) is full.", "",
                   *cost_table(cost_rows), "",
                   "#### The verify stages in the demo build", "", *build_share_table(ws, build_wall), ""]
     lines.append(f"Run took {time.perf_counter() - started:.0f} s.")

@@ -76,7 +76,7 @@ def test_label_contradiction(hivau):
 def test_times_are_parsed_in_every_form_and_checked_against_the_span(hivau):
     assert [t.seconds for t in times_in("between 2.5s and 6.2s, at 01:12, from 3.5 to 7 s, a 7-second clip")] == \
         [72.0, 2.5, 6.2, 3.5, 7.0, 7.0]
-    assert [t.kind for t in times_in("for 9 seconds, at 4 s")] == ["duration", "point"]
+    assert [t.kind for t in times_in("for 9 seconds, at 4 s, at the 12-second mark")] == ["duration", "point", "point"]
     normal = "Normal_Videos_003_x264"
     assert not C.time_outside_span(*event_of(hivau, normal))
     (flag,) = C.time_outside_span(*event_of(hivau, normal, description="A dog appears at 02:10."))

@@ -98,3 +98,47 @@ def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_w
     rows = [r for split in ("train", "test") for r in pq.read_table(release / "data" / f"{split}.parquet").to_pylist()]
     (row,) = [r for r in rows if r["item_id"] == item_id]
     assert row["answer"] == new_caption and row["provenance"] == "edited"
+
+
+def test_the_annotator_sees_the_flags_and_the_lead_sees_the_queue_columns(label_studio, fresh_workspace, browser,
+                                                                          tmp_path):
+    """In a real browser: the queue tab lists what a lead sorts and filters by (item, level, audit, errors,
+    checks, risk), not the task's media URL or hashes; the task's page shows its failed checks and evidence."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from hivau.tasks.text.verify import verify_item
+
+    ws = Workspace.at(fresh_workspace)
+    item = next(it for it in ws.iter_videos() if it.status == "done" and it.summaries)
+    summary = next(s for s in item.summaries if s.level == "event")
+    summary.description = f"{summary.description} It ends at 500 s."
+    ws.put_video(verify_item(item))
+    st = ReviewSettings(enabled="on", url=label_studio["url"], document_root=str(label_studio["document_root"]),
+                        levels=["event"])
+    lsc = LabelStudio(Connection(label_studio["url"], SecretStr(label_studio["token"])))
+    pid = push(ws, lsc, st).projects["event"]
+    (view,) = [v for v in lsc.views(pid) if v["data"]["title"] == "hivau review queue"]
+    task = next(t for t in lsc.iter_tasks(pid) if t["data"]["item_id"] == summary.item_id)
+
+    wait = WebDriverWait(browser, 90)
+    try:
+        browser.get(f"{label_studio['url']}/user/login/")
+        wait.until(ec.presence_of_element_located((By.NAME, "email"))).send_keys(label_studio["email"])
+        browser.find_element(By.NAME, "password").send_keys(label_studio["password"])
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+        wait.until(lambda d: "/user/login" not in d.current_url)
+        browser.get(f"{label_studio['url']}/projects/{pid}/data?tab={view['id']}")
+        wait.until(lambda d: "risk_reasons" in d.find_element(By.TAG_NAME, "body").text)
+        header = browser.find_element(By.TAG_NAME, "body").text
+        for column in ("queue", "item_id", "level", "audit", "errors", "warnings", "checks", "risk"):
+            assert column in header, column
+        assert "draft_sha" not in header and "offset_s" not in header
+        assert "time_outside_span" in header  # the flagged task's checks column, in the list itself
+        browser.get(f"{label_studio['url']}/projects/{pid}/data?tab={view['id']}&task={task['id']}")
+        wait.until(lambda d: "ERROR time_outside_span (description)" in d.find_element(By.TAG_NAME, "body").text)
+        assert "500 s (span" in browser.find_element(By.TAG_NAME, "body").text
+    except Exception:
+        browser.save_screenshot(str(tmp_path / "failure.png"))
+        raise

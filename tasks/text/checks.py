@@ -387,7 +387,8 @@ def times_in(text: str) -> list[TimeMention]:
         if any(a <= m.start() < b for a, b in taken):
             continue
         before = text[max(0, m.start() - 16):m.start()]
-        kind = "duration" if ("-" in m.group(0) or _DURATION_BEFORE.search(before)) else "point"
+        mark = re.match(r"\s*mark\b", text[m.end():m.end() + 8])  # "at the 12-second mark" is a moment
+        kind = "duration" if not mark and ("-" in m.group(0) or _DURATION_BEFORE.search(before)) else "point"
         out.append(TimeMention(_seconds(m.group(1), m.group(2)), kind, m.group(0)))
     return out
 
