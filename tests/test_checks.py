@@ -104,6 +104,11 @@ def test_degenerate_text(hivau):
     assert names(C.dominant_word(*event_of(hivau, "Arrest024_x264", description=half))) == {"dominant_word"}
     (flag,) = C.length_outlier(*event_of(hivau, "Arrest024_x264", judgement="Yes."))
     assert flag.target == "judgement"
+    caption = hivau["Arrest024_x264"]["clips_caption"][0][0]
+    assert not C.low_word_variety(ItemTexts("c", "clip", [Text("caption", caption)]), Evidence("clip", [], False, 0, 1))
+    stuck = "the car and the car and the man and the car " * 3
+    (flag,) = C.low_word_variety(ItemTexts("c", "clip", [Text("caption", stuck)]), Evidence("clip", [], False, 0, 1))
+    assert flag.severity == "warn" and flag.score < 0.4
 
 
 def test_near_duplicate_neighbours_and_answers(hivau):
