@@ -17,12 +17,18 @@ from pathlib import Path
 PHYSICAL = {5, 6, 8, 13, 17, 18, 20, 27}  # noun.animal artifact body food object person plant substance
 
 
-def abstract_nouns(folder: Path) -> list[str]:
-    lexfile = {}
+def lexicographer_files(folder: Path) -> dict[str, int]:
+    """Synset offset -> its lexicographer file number (noun.artifact is 6, noun.person 18, ...)."""
+    out = {}
     for line in open(folder / "data.noun", encoding="latin-1"):
         if not line.startswith("  "):
             offset, number = line.split()[:2]
-            lexfile[offset] = int(number)
+            out[offset] = int(number)
+    return out
+
+
+def abstract_nouns(folder: Path) -> list[str]:
+    lexfile = lexicographer_files(folder)
     out = []
     for line in open(folder / "index.noun", encoding="latin-1"):
         if line.startswith("  "):
@@ -40,11 +46,7 @@ ABSTRACT_LOOKING = ("tion", "sion", "ment", "ance", "ence")
 
 def physical_suffixed(folder: Path) -> list[str]:
     """Nouns that end like abstract ones (-tion, -ment, -ance ...) but name things: ambulance, station, pavement."""
-    lexfile = {}
-    for line in open(folder / "data.noun", encoding="latin-1"):
-        if not line.startswith("  "):
-            offset, number = line.split()[:2]
-            lexfile[offset] = int(number)
+    lexfile = lexicographer_files(folder)
     out = []
     for line in open(folder / "index.noun", encoding="latin-1"):
         parts = line.split()
