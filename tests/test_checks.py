@@ -57,6 +57,23 @@ def test_unsupported_content_passes_the_real_text_and_catches_new_things(hivau):
     assert [f for f in C.unsupported_content(texts, evidence) if f.target == "description"][0].severity == "error"
 
 
+def test_unsupported_content_reads_things_not_words(hivau):
+    """What HIVAU-70k's own summaries say, on which an earlier version of the check raised errors."""
+    # "a store or a shop" is one thing no caption named, not two, so a warning
+    texts, evidence = event_of(hivau, "Normal_Videos_453_x264")
+    (flag,) = [f for f in C.unsupported_content(texts, evidence) if f.target == "summary"]
+    assert flag.severity == "warn" and flag.evidence.count("store") + flag.evidence.count("shop") == 1
+    # "the woman's behavior deviates from ...": a verb the tagger took for a noun
+    texts, evidence = event_of(hivau, "Shoplifting028_x264")
+    assert "deviates" not in " ".join(f.evidence for f in C.unsupported_content(texts, evidence))
+    # "leading a little boy ... and a little boy ..." gives the "two little boys" of the summary
+    texts, evidence = event_of(hivau, "Normal_Videos_015_x264")
+    assert not names(C.unsupported_content(texts, evidence), "error")
+    # ... and a third is still a count no caption gives
+    texts, evidence = event_of(hivau, "Normal_Videos_015_x264", description="A woman leads three little boys.")
+    assert names(C.unsupported_content(texts, evidence), "error") == {"unsupported_content"}
+
+
 def test_label_contradiction(hivau):
     assert not C.label_contradiction(*event_of(hivau, "Arrest024_x264"))
     for judgement in ("No anomaly exists in this video.", "Everything appears normal here.",
@@ -100,6 +117,12 @@ def test_degenerate_text(hivau):
                                                      "length_outlier"}
     loop = "The police shoot at the car. " * 4
     assert names(C.repeated_phrase(*event_of(hivau, "Arrest024_x264", description=loop))) == {"repeated_phrase"}
+    loop = "the car stops, the car stops, the car stops"  # a trigram three times, no five-word phrase
+    assert names(C.repeated_phrase(*event_of(hivau, "Arrest024_x264", description=loop))) == {"repeated_phrase"}
+    # "The man in black pushed the man in white from behind, and the man in white was ...": several men, no loop
+    caption = hivau["Arrest001_x264"]["clips_caption"][0][0]
+    assert caption.lower().count("the man in") == 3
+    assert not C.repeated_phrase(ItemTexts("c", "clip", [Text("caption", caption)]), Evidence("clip", [], False, 0, 1))
     half = "car " * 8 + "the police stop it"
     assert names(C.dominant_word(*event_of(hivau, "Arrest024_x264", description=half))) == {"dominant_word"}
     (flag,) = C.length_outlier(*event_of(hivau, "Arrest024_x264", judgement="Yes."))

@@ -53,6 +53,18 @@ def _click_fresh(driver, selector: str) -> bool:
         return False
 
 
+def _log_in(driver, wait, label_studio: dict) -> None:
+    """Log in through Label Studio's own form, as the fixture's user."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    driver.get(f"{label_studio['url']}/user/login/")
+    wait.until(ec.presence_of_element_located((By.NAME, "email"))).send_keys(label_studio["email"])
+    driver.find_element(By.NAME, "password").send_keys(label_studio["password"])
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
+    wait.until(lambda d: "/user/login" not in d.current_url)
+
+
 def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_workspace, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -69,11 +81,7 @@ def test_caption_edited_in_the_browser_reaches_the_release(label_studio, fresh_w
 
     wait = WebDriverWait(browser, 90)
     try:
-        browser.get(f"{label_studio['url']}/user/login/")
-        wait.until(ec.presence_of_element_located((By.NAME, "email"))).send_keys(label_studio["email"])
-        browser.find_element(By.NAME, "password").send_keys(label_studio["password"])
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
-        wait.until(lambda d: "/user/login" not in d.current_url)
+        _log_in(browser, wait, label_studio)
         browser.get(f"{label_studio['url']}/projects/{pushed.projects['clip']}/data?task={task['id']}")
         # the draft caption is pre-filled from the prediction; open it for editing, replace it, save it
         # the editor re-renders while it loads the task: a button found a moment too early goes stale
@@ -105,7 +113,6 @@ def test_the_annotator_sees_the_flags_and_the_lead_sees_the_queue_columns(label_
     """In a real browser: the queue tab lists what a lead sorts and filters by (item, level, audit, errors,
     checks, risk), not the task's media URL or hashes; the task's page shows its failed checks and evidence."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     from hivau.tasks.text.verify import verify_item
@@ -124,11 +131,7 @@ def test_the_annotator_sees_the_flags_and_the_lead_sees_the_queue_columns(label_
 
     wait = WebDriverWait(browser, 90)
     try:
-        browser.get(f"{label_studio['url']}/user/login/")
-        wait.until(ec.presence_of_element_located((By.NAME, "email"))).send_keys(label_studio["email"])
-        browser.find_element(By.NAME, "password").send_keys(label_studio["password"])
-        browser.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
-        wait.until(lambda d: "/user/login" not in d.current_url)
+        _log_in(browser, wait, label_studio)
         browser.get(f"{label_studio['url']}/projects/{pid}/data?tab={view['id']}")
         wait.until(lambda d: "risk_reasons" in d.find_element(By.TAG_NAME, "body").text)
         header = browser.find_element(By.TAG_NAME, "body").text

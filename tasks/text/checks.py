@@ -23,6 +23,7 @@ from hivau.tasks.text.vocabulary import (
     CLASS_ALIASES,
     CLASS_GROUPS,
     COUNT_WORDS,
+    FUNCTION_WORDS,
     GENERAL_NOUNS,
     LABEL_WORDS,
     LENGTH_RANGES,
@@ -30,6 +31,7 @@ from hivau.tasks.text.vocabulary import (
     NORMAL_SIGNS,
     QUIET_VERBS,
     SYNONYMS,
+    VERB_ONLY,
     VERBS,
     VISIBLE,
     class_key,
@@ -141,14 +143,20 @@ def concrete_nouns(text: str) -> list[tuple[str, str]]:
         lemma = token.lemma_.lower()
         bare = not any(c.dep_ in ("det", "poss", "amod", "nummod") for c in token.lefts)
         forms = {lemma, token.lower_, token.lower_.removesuffix("s"), token.lower_.removesuffix("ing")}
-        if (bare and forms & VERBS and lemma not in VISIBLE) or token.lower_.endswith("wards"):
-            continue  # "debris occurs", "smoke billowing", "outwards": words the tagger took for nouns
+        if (bare and forms & VERBS and lemma not in VISIBLE) or token.lower_.endswith("wards") or _verb_form(token):
+            continue  # "debris occurs", "smoke billowing", "outwards", "a massive explosion ensues": verbs
         if is_abstract(lemma):
             continue
         if token.dep_ == "compound" and is_abstract(token.head.lemma_.lower()):
             continue  # "traffic stop procedures", "safety risk"
         out.append((_canon(lemma), token.text))
     return out
+
+
+def _verb_form(token) -> bool:
+    """A "noun" that is the -s form of a verb that is never a noun ("ensues", "deviates", not "shelves")."""
+    low, lemma = token.lower_, token.lemma_.lower()
+    return any(low.endswith(end) and low[:-len(end)] == lemma and lemma in VERB_ONLY for end in ("s", "es"))
 
 
 def counted_nouns(text: str) -> list[tuple[int, str, str]]:
@@ -169,11 +177,13 @@ MANY = {"many", "several", "multiple", "numerous", "some", "few", "crowd", "grou
 
 
 def mention_counts(texts: Iterable[str]) -> Counter:
-    """How many different ones of each thing the texts mention: "a white car and a black car" are two cars,
-    "two men" two men, "many cars" any number (counted as 99). General words count their whole family."""
+    """How many different ones of each thing the texts mention: "a white car and a black car" are two cars (so are
+    two "a car" in one text), "two men" two men, "many cars" any number (counted as 99). General words count
+    their whole family."""
     seen: dict[str, set] = {}
     counts: Counter = Counter()
     for text in texts:
+        introduced: Counter = Counter()  # "a little boy in a red hat and a little boy in a black hat": two boys
         for token in parse(text):
             if token.pos_ != "NOUN":
                 continue
@@ -185,6 +195,10 @@ def mention_counts(texts: Iterable[str]) -> Counter:
                     counts[noun] = max(counts[noun], COUNT_WORDS[child.lower_])
                 elif child.lower_ in MANY:
                     counts[noun] = 99
+                elif child.lower_ in ("a", "an", "another"):
+                    introduced[noun] += 1
+        for noun, n in introduced.items():
+            counts[noun] = max(counts[noun], n)
     for noun, variants in seen.items():
         counts[noun] = max(counts[noun], len(variants))
     for general, family in GENERAL_NOUNS.items():
@@ -228,8 +242,11 @@ def unsupported_content(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
         if text.target == "judgement" or not text.text.strip():
             continue
         own = lemmas(text.question) if text.question else set()
-        missing = list(dict.fromkeys(written for noun, written in concrete_nouns(text.text)
-                                     if not _supported(noun, known) and noun not in own))
+        unsupported: dict[str, str] = {}  # one per thing: "a store or shop" names one unsupported thing
+        for noun, written in concrete_nouns(text.text):
+            if not _supported(noun, known) and noun not in own:
+                unsupported.setdefault(noun, written)
+        missing = list(unsupported.values())
         counts = [written for count, noun, written in counted_nouns(text.text)
                   if count > 1 and seen_counts[noun] < count]
         if len(missing) >= ERROR_AT_UNSUPPORTED or counts:
@@ -428,15 +445,15 @@ def missing_part(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
 
 
 def repeated_phrase(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
-    """A phrase looping: a five-word phrase three times or more, or a word trigram three times or more (Cosmos
-    Curator's rule) whose repeats make up 30% of the text ("the man in" three times in a long description of
-    several men is how people write; a clause said three times is not). A phrase the span's captions repeat as
-    often is theirs, not a loop of the writer's."""
+    """A phrase looping: a five-word phrase three times or more, or a word trigram of two content words or more
+    three times or more (Cosmos Curator's rule) whose repeats make up 30% of the text. "The man in" three times
+    is how people tell several men apart ("the man in black pushed the man in white"); a clause said three times
+    is a loop. A phrase the span's captions repeat as often is theirs, not a loop of the writer's."""
     flags = []
     source = [words(t) for t in evidence.captions + evidence.summaries]
     for text in texts.texts:
         w = words(text.text)
-        trigrams = Counter(zip(w, w[1:], w[2:]))
+        trigrams = Counter(g for g in zip(w, w[1:], w[2:]) if sum(x not in FUNCTION_WORDS for x in g) >= 2)
         fivegrams = Counter(zip(w, w[1:], w[2:], w[3:], w[4:]))
         loop = fivegrams.most_common(1)[0] if fivegrams else None
         top = trigrams.most_common(1)[0] if trigrams else None

@@ -183,7 +183,8 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
         attempt with the fewest error flags is kept (the first answer on a tie)."""
         if out is None or not can_repair or ctx.item_id not in evidence:
             return out
-        errors = _errors(ctx, kind, out, evidence[ctx.item_id])
+        # the checks parse text (CPU): off the event loop, so the other items' requests keep going meanwhile
+        errors = await asyncio.to_thread(_errors, ctx, kind, out, evidence[ctx.item_id])
         if not errors:
             return out
         best, best_errors, first = out, errors, sorted({f.check for f in errors})
@@ -194,7 +195,7 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
                 again = await backend.repair(ctx, kind, best, best_errors, attempt)
             except LLMError:
                 break  # the draft we have stays, with its flags; the failed request is counted in usage
-            now = _errors(ctx, kind, again, evidence[ctx.item_id])
+            now = await asyncio.to_thread(_errors, ctx, kind, again, evidence[ctx.item_id])
             if len(now) < len(best_errors):
                 best, best_errors = again, now
             if not best_errors:

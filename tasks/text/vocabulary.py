@@ -55,7 +55,7 @@ LABEL_WORDS = {
     "arson": {"arson", "fire", "burn", "burns", "burning", "flame", "flames"},
     "assault": {"assault", "attack", "attacks", "hit", "hits", "punch", "punches", "kick", "kicks", "beat"},
     "burglary": {"burglary", "break", "breaks", "steal", "steals", "enter", "enters", "thief"},
-    "explosion": {"explosion", "explode", "explodes", "blast", "smoke", "fire"},
+    "explosion": {"explosion", "explode", "explodes", "blast", "smoke", "fire", "debris", "shockwave"},
     "fighting": {"fight", "fights", "fighting", "punch", "punches", "hit", "hits", "kick", "kicks", "struggle"},
     "roadaccidents": {"accident", "crash", "crashes", "collide", "collides", "collision", "hit", "hits"},
     "robbery": {"robbery", "rob", "robs", "gun", "weapon", "threaten", "threatens", "steal", "steals"},
@@ -81,6 +81,14 @@ NORMAL_SIGNS = frozenset(
     "harmless innocuous unremarkable".split())
 # verbs of "nothing happens" / "there is nothing to report"
 QUIET_VERBS = frozenset("happen occur report take go change".split())
+
+# words that carry no content: a trigram of them and one noun ("the man in") is a frame people repeat to tell
+# several men apart, not a loop
+FUNCTION_WORDS = frozenset(
+    "a an the this that these those his her its their our my your he she it they we i you him them us me who whom "
+    "which what whose in on at of to from by with into onto over under up down out off about across after before "
+    "behind near through toward towards around along between among for as than and or but nor so then there here "
+    "is are was were be been being am has have had do does did not no while when where".split())
 
 # ---------------------------------------------------------------- nouns
 # lemma -> the form evidence is compared in (paraphrases of this field's people, vehicles and things)
@@ -142,6 +150,8 @@ _WORDNET_ABSTRACT = _word_list("abstract_nouns.txt")
 # common verbs (WordNet): a "noun" the tagger found with nothing in front of it that is one of these is taken for
 # the verb it nearly always is ("causing the dog to cower and whimper", "fire engulfs the car")
 VERBS = _word_list("verbs.txt")
+# verbs that are never nouns: a tagged noun "ensues" or "deviates" is the verb whatever stands in front of it
+VERB_ONLY = _word_list("verb_only.txt")
 _FIELD_ABSTRACT = frozenset("""
 act action activity accident anomaly anomalies aggression attempt attention awareness basis behavior behaviour
 belief case cause caution chaos circumstance clip concern conduct consequence context control crime criminal
