@@ -20,7 +20,8 @@ from pydantic import Field
 
 from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
-from hivau.schemas.records import AnnotationFormat, CutMode, Level
+from hivau.schemas import reasons
+from hivau.schemas.records import AnnotationFormat, CutMode, DeclaredSplit, Level
 from hivau.tasks import manifests
 from hivau.tasks.build.cut import CutSettings
 from hivau.tasks.build.plan import PlanSettings
@@ -47,11 +48,16 @@ SHARD_RETRIES = 2
 
 @task(cache_policy=NO_CACHE)
 def ingest_videos(workspace: str, batch: str, fmt: AnnotationFormat, annotations: Optional[str],
-                  videos_dir: Optional[str], labels: Optional[str]) -> list[str]:
+                  videos_dir: Optional[str], labels: Optional[str], split: DeclaredSplit = "auto") -> list[str]:
     """Read the annotations into the store; returns the batch's video ids."""
-    record = ingest_batch(Workspace.at(workspace), batch, fmt, annotations, videos_dir, labels)
-    get_run_logger().info("ingest: %d entries, %d videos found, %d quarantined at ingest", record.n_entries,
-                          len(record.video_ids), len(record.quarantine))
+    record = ingest_batch(Workspace.at(workspace), batch, fmt, annotations, videos_dir, labels, split)
+    logger = get_run_logger()
+    logger.info("ingest: %d entries, %d videos found, %d quarantined at ingest; split: %s", record.n_entries,
+                len(record.video_ids), len(record.quarantine), split)
+    conflicts = [q for q in record.quarantine if q.reason == reasons.SPLIT_CONFLICT]
+    if conflicts:
+        logger.error("%d videos of batch %s are declared for the other split by another batch, and stay there: %s",
+                     len(conflicts), batch, "; ".join(q.detail for q in conflicts[:5]))
     return record.video_ids
 
 
@@ -244,6 +250,8 @@ def build_hivau(
     labels: Annotated[Optional[str], Field(description="event label file, for the 'uca' format")] = None,
     batch: Annotated[Optional[str], Field(description="this batch's name in the workspace; default: from the "
                                                       "annotation file (or videos folder) name")] = None,
+    split: Annotated[DeclaredSplit, Field(description="the release split of this batch's videos: train, test (an "
+                                                      "official test file), or auto (by a hash of each video id)")] = "auto",
     cut_mode: Annotated[CutMode, Field(description="accurate: re-encode at exact times; copy: keyframe-snapped")] = "accurate",
     plan: PlanSettings = PlanSettings(),
     cut: CutSettings = CutSettings(),
@@ -261,7 +269,7 @@ def build_hivau(
     ws = Workspace.at(workspace)
     batch = batch or default_batch_id(format, annotations, videos_dir)
     with ws.lock(f"build-hivau (batch {batch})", lock_wait_s):
-        ingest_videos(str(ws.root), batch, format, annotations, videos_dir, labels)
+        ingest_videos(str(ws.root), batch, format, annotations, videos_dir, labels, split)
         runner = make_task_runner(task_runner, max_workers, dask_address)
         context = review.event_context_s if review.should_push() else None
         work = process_videos.with_options(task_runner=runner)(str(ws.root), batch, cut_mode, plan, cut, captioner,

@@ -34,6 +34,8 @@ def build(
     dask_address: Optional[str] = typer.Option(None, "--dask-address", help="an existing Dask scheduler, tcp://HOST:PORT"),
     shard_size: int = typer.Option(25, "--shard-size", help="videos per task"),
     batch: Optional[str] = typer.Option(None, "--batch", help="this batch's name (default: from the annotation file)"),
+    split: str = typer.Option("auto", "--split", help="train | test | auto: the release split of this batch's "
+                              "videos (test for an official test file; auto: by a hash of each video id)"),
     lock_wait: float = typer.Option(0.0, "--lock-wait", help="seconds to wait while another operation holds the workspace"),
     captioner: str = typer.Option("provided", "--captioner", help="provided | transformers | openai | hivau"),
     captioner_model: Optional[str] = typer.Option(None, "--captioner-model", help="local folder, hub id or model name"),
@@ -56,7 +58,7 @@ def build(
                           annotations=str(annotations) if annotations else None, format=format,
                           labels=str(labels) if labels else None, cut_mode=cut_mode, plan=plan,
                           task_runner=task_runner, max_workers=workers, dask_address=dask_address,
-                          shard_size=shard_size, batch=batch, lock_wait_s=lock_wait,
+                          shard_size=shard_size, batch=batch, split=split, lock_wait_s=lock_wait,
                           captioner=CaptionSettings(backend=captioner, model=captioner_model,
                                                     frames_per_clip=frames_per_clip),
                           rollup=RollupSettings(backend=rollup, llm=LLMSettings(structured_output=structured_output,

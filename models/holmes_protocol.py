@@ -35,7 +35,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from hivau.models.metrics import TEXT_METRICS, CaptionScorer, fmt, metrics_rows
-from hivau.schemas.records import read_release_rows
+from hivau.schemas.records import read_release_ids, read_release_rows
 
 PROTOCOL_METRICS = ("BLEU", "CIDEr", "METEOR", "ROUGE-L")
 BLEU_N = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
@@ -197,6 +197,10 @@ def evaluate_predictions(predictions: str | Path, release: Optional[str | Path] 
     if not refs:
         raise ValueError(f"{release or references} has no test rows to score against")
     answers, coverage = match(refs, read_predictions(predictions))
+    if release is not None:  # a train row answered: the model may have been trained on what it is scored on
+        train = read_release_ids(release, "train")
+        coverage["train_ids"] = [i for i in coverage["unknown_ids"] if i in train]
+        coverage["train"] = len(coverage["train_ids"])
     with CaptionScorer(meteor) as scorer:
         text, protocol = holmes_protocol(refs, answers, scorer)
     metrics = {"predictions": str(predictions), "references": str(release or references), "coverage": coverage,
@@ -222,6 +226,10 @@ def coverage_lines(coverage: dict) -> list[str]:
     if coverage["unknown"]:
         lines.append(f"{coverage['unknown']} prediction ids are in no reference (ignored): "
                      + _ids(coverage["unknown_ids"]))
+    if coverage.get("train"):
+        lines.append(f"{coverage['train']} prediction ids are rows of the release's train split: whatever was "
+                     f"trained on this release has seen those videos; only test rows are scored: "
+                     + _ids(coverage["train_ids"]))
     return lines
 
 

@@ -12,12 +12,14 @@ from hivau.schemas.records import (
     Caption,
     CheckRecord,
     Clip,
+    DeclaredSplit,
     Event,
     MotionPhraseRecord,
     QAPair,
     QuarantineLevel,
     QuarantineRecord,
     SourceVideo,
+    Split,
     Summary,
 )
 
@@ -86,6 +88,7 @@ class VideoItem(BaseModel):
     quarantine: list[QuarantineRecord] = Field(default_factory=list)
     status: Status = "ingested"
     batch: Optional[str] = None  # the batch whose build wrote this record
+    split: Optional[Split] = None  # the split its batch declared (or an earlier batch did); None: by hash
 
     @property
     def is_anomaly(self) -> bool:
@@ -106,7 +109,8 @@ class VideoItem(BaseModel):
         """The video's manifest row: what the probe measured of the file, with the labels this record owns (the
         annotation's, or a reviewer's who kept anomalous spans on an unannotated video)."""
         return self.probe.model_copy(update={"labels": list(self.labels), "is_anomaly": self.is_anomaly,
-                                             "source_format": self.source_format})
+                                             "source_format": self.source_format, "batch": self.batch,
+                                             "split": self.split})
 
 
 class RepairRecord(BaseModel):
@@ -135,6 +139,7 @@ class BatchRecord(BaseModel):
     annotations: Optional[str] = None
     videos_dir: Optional[str] = None
     labels: Optional[str] = None
+    split: DeclaredSplit = "auto"  # the split its videos go to in every release; auto: by a hash of the video id
     created_at: str
     built_at: Optional[str] = None
     n_entries: int = 0

@@ -26,6 +26,8 @@ CUT_FAILED = "cut_failed"
 SHARD_FAILED = "shard_failed"
 
 ENTRY_NO_LABELS = "entry_no_labels"
+# a video another batch declared for the other split (`hivau build --split`): it keeps its first split
+SPLIT_CONFLICT = "split_conflict"
 
 
 # Captioning and LLM roll-up: the item's text is missing, never replaced by a placeholder.

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # 1.1: reviews by span, every annotation kept, rows name their annotation; 1.2: release rows carry motion phrases;
 # 1.3: the `checks` table (draft checks' flags)
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 Level = Literal["clip", "event", "video"]
 InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa"]
@@ -23,15 +23,18 @@ DRAFT: Provenance = "auto_draft"
 CutMode = Literal["accurate", "copy"]
 AnnotationFormat = Literal["hivau", "uca", "csv", "none"]
 QuarantineLevel = Literal["entry", "video", "event", "clip", "span"]
+# a release's two splits; a batch declares one of them, or `auto`: each video by a hash of its id
+Split = Literal["train", "test"]
+DeclaredSplit = Literal["train", "test", "auto"]
 # error: the draft is likely wrong (held out of releases unreviewed, reviewed first); warn: worth a look
 Severity = Literal["error", "warn"]
 
 __all__ = [
     "SCHEMA_VERSION", "REVIEWED", "DRAFT", "Level", "InstructionTask", "QAType", "Provenance", "CutMode",
-    "AnnotationFormat",
+    "AnnotationFormat", "Split", "DeclaredSplit",
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
     "MotionPhraseRecord", "CheckRecord", "Severity", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
-    "read_release_rows", "TABLE_MODELS",
+    "read_release_rows", "read_release_ids", "TABLE_MODELS",
 ]
 
 
@@ -74,6 +77,8 @@ class SourceVideo(Record):
     pix_fmt: Optional[str] = None
     has_audio: bool = False
     keyframe_times: list[float] = Field(default_factory=list)
+    batch: Optional[str] = None  # the batch whose build wrote it
+    split: Optional[Split] = None  # declared by its batch (`hivau build --split`); None: by hash at release
 
 
 class Segment(Record):
@@ -259,7 +264,7 @@ class InstructionRow(Record):
 
     id: str
     item_id: str
-    split: Literal["train", "test"]
+    split: Split
     level: Level
     task: InstructionTask
     qa_type: Optional[QAType] = None
@@ -346,6 +351,14 @@ def read_release_rows(release: str | Path, split: str, levels: Optional[Sequence
         rows += [InstructionRow.model_validate(r) for r in batch.to_pylist()
                  if (levels is None or r["level"] in levels) and (tasks is None or r["task"] in tasks)]
     return sorted(rows, key=lambda r: r.id) if by_id else rows
+
+
+def read_release_ids(release: str | Path, split: str) -> set[str]:
+    """The row ids of one split of a release (only the `id` column is read); empty when the split has no file."""
+    import pyarrow.parquet as pq
+
+    path = Path(release) / "data" / f"{split}.parquet"
+    return set(pq.read_table(path, columns=["id"]).column("id").to_pylist()) if path.is_file() else set()
 
 
 def to_arrow_table(records: list[BaseModel], model: type[BaseModel]):

@@ -9,6 +9,7 @@ from typing import Optional
 
 from pydantic import BaseModel, Field
 
+from hivau.schemas import reasons
 from hivau.schemas.item import BatchRecord, Tables, VideoItem
 from hivau.schemas.records import MotionPhraseRecord, QuarantineRecord, ReviewRecord
 from hivau.tasks.build.cut import CutSettings, cut_or_resume
@@ -130,7 +131,8 @@ def _entries_of(batch: BatchRecord, owner: dict[str, Optional[str]]) -> tuple[in
         return owner.get(key, batch.batch_id) in (batch.batch_id, None)
 
     moved = sum(1 for v in batch.video_ids if not mine(v))
-    rejected = [q for q in batch.quarantine if mine(q.item_id)]
+    # a split conflict is this batch's rejection of a video another batch owns
+    rejected = [q for q in batch.quarantine if mine(q.item_id) or q.reason == reasons.SPLIT_CONFLICT]
     return batch.n_entries - moved - (len(batch.quarantine) - len(rejected)), rejected
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from hivau.schemas import reasons
 from hivau.schemas.item import AnnotatedEvent, BatchRecord, Tables, VideoItem
-from hivau.schemas.records import AnnotationFormat, CutMode, Level, ReviewRecord
+from hivau.schemas.records import AnnotationFormat, CutMode, DeclaredSplit, Level, ReviewRecord
 from hivau.tasks.build.cut import CutError, CutSettings, cut_or_resume
 from hivau.tasks.build.ingest import load_annotations
 from hivau.tasks.build.plan import PlanSettings, plan_video
@@ -67,22 +67,42 @@ def _same_file(item: VideoItem, previous: Optional[VideoItem]) -> bool:
     return (probe.size_bytes, probe.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
 
 
+def split_conflict(item: VideoItem, old: Optional[VideoItem], batch_id: str, split: DeclaredSplit) -> Optional[str]:
+    """Why the video cannot join this batch's split: another batch declared it for the other one (a test video
+    trained on is what declared splits exist to prevent). None when it can."""
+    if old is None or old.batch == batch_id or old.split is None or split in ("auto", old.split):
+        return None
+    return (f"{item.video_id} is declared '{old.split}' by batch {old.batch}; batch {batch_id} declares it "
+            f"'{split}'. It stays in '{old.split}' with batch {old.batch}'s record; take it out of one of the two "
+            f"files (or build this batch with --split {old.split})")
+
+
 def ingest_batch(ws: Workspace, batch_id: str, fmt: AnnotationFormat, annotations: Optional[str],
-                 videos_dir: Optional[str], labels: Optional[str]) -> BatchRecord:
+                 videos_dir: Optional[str], labels: Optional[str], split: DeclaredSplit = "auto") -> BatchRecord:
     """Read the annotations and store one fresh record per video of the batch.
 
     The batch's records replace exactly its own earlier ones: videos of other batches are untouched, and a
-    video this batch no longer lists loses its record. A file that did not change keeps its probe.
+    video this batch no longer lists loses its record. A file that did not change keeps its probe. A declared
+    split is kept with each record: an `auto` batch does not undo another batch's declaration, and a video
+    declared for the other split by another batch is a `split_conflict` (its first record stays).
     """
     report = load_annotations(fmt, annotations, videos_dir, labels)
     previous = ws.get_batch(batch_id)
     now = f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}"
+    items = []
     for item in report.items:
         old = ws.get_video(item.video_id)
+        if conflict := split_conflict(item, old, batch_id, split):
+            report.reject(item.video_id, reasons.SPLIT_CONFLICT, conflict, item.source or "")
+            continue
         item.batch = batch_id
+        item.split = old.split if split == "auto" and old is not None and old.batch != batch_id else (
+            None if split == "auto" else split)
         if _same_file(item, old):
             item.probe = old.probe
         ws.put_video(item)
+        items.append(item)
+    report.items = items
     kept = {it.video_id for it in report.items}
     for video_id in (previous.video_ids if previous else []):
         old = ws.get_video(video_id) if video_id not in kept else None
@@ -90,7 +110,8 @@ def ingest_batch(ws: Workspace, batch_id: str, fmt: AnnotationFormat, annotation
             ws.delete_video(video_id)
     batch = BatchRecord(batch_id=batch_id, format=fmt, annotations=str(annotations) if annotations else None,
                         videos_dir=str(Path(videos_dir).resolve()) if videos_dir else None,
-                        labels=str(labels) if labels else None, created_at=previous.created_at if previous else now,
+                        labels=str(labels) if labels else None, split=split,
+                        created_at=previous.created_at if previous else now,
                         n_entries=report.n_entries, video_ids=[it.video_id for it in report.items],
                         quarantine=report.quarantine)
     ws.put_batch(batch)

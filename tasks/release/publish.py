@@ -23,12 +23,10 @@ from pydantic import BaseModel, Field
 
 from hivau.prompts.questions import TEMPLATES
 from hivau.schemas.item import Tables
-from hivau.schemas.records import DRAFT, REVIEWED, SCHEMA_VERSION, InstructionRow, to_arrow_table
+from hivau.schemas.records import DRAFT, REVIEWED, SCHEMA_VERSION, InstructionRow, Split, to_arrow_table
 from hivau.tasks.release.exports import hivau_media_path, hivau_record, llamafactory_dataset_info, messages_record
 from hivau.tasks.review.audit import audit_markdown, audit_table, check_gate_markdown, check_gate_table
 from hivau.workspace import Workspace
-
-Split = Literal["train", "test"]
 
 # the fixture's row order: per source video its clips, events, then the video; tasks in HIVAU's order
 LEVEL_ORDER = {"clip": 0, "event": 1, "video": 2}
@@ -62,6 +60,24 @@ def _unit_hash(text: str) -> float:
 def split_of(video_id: str, test_fraction: float, seed: str) -> Split:
     """Per-video and stable: a video keeps its split in every later release, whatever else is added."""
     return "test" if _unit_hash(f"{seed}:{video_id}") < test_fraction else "train"
+
+
+def video_splits(tables: Tables, settings: ReleaseSettings) -> dict[str, Split]:
+    """Each source video's split: the one its batch declared, else by the hash of its id."""
+    return {v.video_id: v.split or split_of(v.video_id, settings.test_fraction, settings.split_seed)
+            for v in tables.videos}
+
+
+def split_sources(tables: Tables, rows: list[InstructionRow], settings: ReleaseSettings) -> list[dict]:
+    """Where each split's videos came from: per split and batch, how the split was chosen and how many of the
+    released videos it gave."""
+    released, splits = {r.source_video for r in rows}, video_splits(tables, settings)
+    count: Counter = Counter()
+    for v in tables.videos:
+        if v.video_id in released:
+            how = "declared" if v.split else f"hash ({settings.test_fraction:.0%} test)"
+            count[(splits[v.video_id], v.batch or "-", how)] += 1
+    return [{"split": s, "batch": b, "chosen_by": how, "videos": n} for (s, b, how), n in sorted(count.items())]
 
 
 def pick_template(level: str, task: str, row_id: str) -> str:
@@ -106,6 +122,7 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
     clips = {c.clip_id: c for c in tables.clips}
     events = {e.event_id: e for e in tables.events}
     videos = {v.video_id: v for v in tables.videos}
+    splits = video_splits(tables, settings)
 
     def span(level: str, item_id: str):
         if level == "clip" and item_id in clips:
@@ -131,7 +148,7 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
             return
         start, end, labels, anomalous = where
         rows.append(InstructionRow(
-            id=row_id, item_id=item_id, split=split_of(video_id, settings.test_fraction, settings.split_seed),
+            id=row_id, item_id=item_id, split=splits[video_id],
             level=level, task=task, qa_type=qa_type, media_path=media_of[item_id], source_video=video_id,
             start_s=start, end_s=end, labels=labels, is_anomaly=anomalous, prompt=prompt, answer=answer,
             provenance=provenance, generator=generator, annotation_id=annotation_id,
@@ -224,11 +241,15 @@ def dataset_card(manifest: dict) -> str:
         f"Hierarchical (clip / event / video) instruction data for video anomaly understanding, built by hivau "
         f"from {c['source_videos']} source videos. It follows release {manifest['previous'] or '(none)'}.", "",
         f"Policy: {'reviewed text and unreviewed drafts (marked `auto_draft`)' if manifest['policy']['include_unreviewed'] else 'only text a person wrote or reviewed (human, accepted, edited)'}; "
-        f"split by source video, {manifest['policy']['test_fraction']:.0%} held out for test.", "",
+        "split by source video: as its batch declared it (`hivau build --split`), else by a hash of its id "
+        f"({manifest['policy']['test_fraction']:.0%} held out for test).", "",
         "![items per anomaly class and level](chart.svg)", "",
         "## Rows", "",
         _md_table(("split", "rows", "videos"), [(s, c["rows_by_split"].get(s, 0), c["videos_by_split"].get(s, 0))
                                                 for s in ("train", "test")]), "",
+        "Where each split's videos came from:", "",
+        _md_table(("split", "batch", "chosen by", "videos"),
+                  [(x["split"], x["batch"], x["chosen_by"], x["videos"]) for x in manifest.get("split_sources", [])]), "",
         _md_table(("level", "task", "rows"), sorted((*k.split(":"), v) for k, v in c["rows_by_level_task"].items())), "",
         "## How the text got here", "",
         _md_table(("provenance", "rows"), sorted(c["rows_by_provenance"].items())), "",
@@ -279,18 +300,18 @@ def collect_media(ws: Workspace, tables: Tables, settings: ReleaseSettings) -> d
     """item id -> (workspace file, path inside the release) for every item whose media exist; the paths follow
     HIVAU-70k's layout (`media/{dataset}/clips/{split}/{vid}_E0C0.mp4`, `.../events/...`, `.../videos/...`)."""
     out = {}
+    splits = video_splits(tables, settings)
     for level, rows, id_of in (("clip", tables.clips, lambda r: r.clip_id),
                                ("event", tables.events, lambda r: r.event_id)):
         for row in rows:
             if row.media_path and (ws.root / row.media_path).is_file():
-                split = split_of(row.video_id, settings.test_fraction, settings.split_seed)
                 out[id_of(row)] = (ws.root / row.media_path,
-                                   hivau_media_path(settings.dataset, level, split, f"{id_of(row)}.mp4"))
+                                   hivau_media_path(settings.dataset, level, splits[row.video_id], f"{id_of(row)}.mp4"))
     for v in tables.videos:
         src = ws.video_media(v.video_id) if ws.video_media(v.video_id).is_file() else Path(v.path)
         if src.is_file():
-            split = split_of(v.video_id, settings.test_fraction, settings.split_seed)
-            out[v.video_id] = (src, hivau_media_path(settings.dataset, "video", split, f"{v.video_id}{src.suffix}"))
+            out[v.video_id] = (src, hivau_media_path(settings.dataset, "video", splits[v.video_id],
+                                                     f"{v.video_id}{src.suffix}"))
     return out
 
 
@@ -377,6 +398,7 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             "audit": audit_table(tables, reviews), "review_rule": rule,
             # the draft checks on the audit sample, and the draft rows they kept out (rows per check)
             "checks": check_gate_table(tables, reviews), "held_back_by_check": dict(held_back),
+            "split_sources": split_sources(tables, rows, settings),
             "same_content_as_previous": bool(prev_manifest and prev_manifest.get("content_sha256") == content.hexdigest()),
             "files": files,
         }
