@@ -34,7 +34,8 @@ __all__ = [
     "AnnotationFormat", "Split", "DeclaredSplit",
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
     "MotionPhraseRecord", "CheckRecord", "Severity", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
-    "read_release_rows", "read_release_ids", "TABLE_MODELS",
+    "read_release_rows", "read_release_ids", "read_vau_rows", "TABLE_MODELS", "VauTask", "VauTaskRow",
+    "CHOICE_LETTERS", "NO_SPAN",
 ]
 
 
@@ -283,6 +284,39 @@ class InstructionRow(Record):
     motion_phrases: list[str] = Field(default_factory=list)
 
 
+# verifiable tasks: answers a program can check (VAU-R1 / Vad-R1 style RL rewards and their evaluation)
+VauTask = Literal["choice", "grounding", "classify", "detect"]
+CHOICE_LETTERS = ("A", "B", "C", "D")
+NO_SPAN = (-1.0, -1.0)  # the grounding answer of a normal video
+
+
+class VauTaskRow(Record):
+    """One verifiable task of a release (`vau/{split}.parquet`), drawn from the store with a seed.
+
+    `solution` is the one right answer as a program compares it: `choice` a letter A-D (`options` the four
+    texts, in order), `grounding` "[start, end]" in seconds of `media_path`'s video ("[-1, -1]" for a normal
+    video), `classify` a class name or "Normal", `detect` "yes" or "no" (is there an anomaly)."""
+
+    id: str
+    item_id: str
+    split: Split
+    level: Level
+    task: VauTask
+    media_path: str  # grounding asks about the whole source video; the other tasks show the item itself
+    source_video: str
+    start_s: float  # the item's span in its source video
+    end_s: float
+    duration_s: float  # of the media the question is about
+    labels: list[str] = Field(default_factory=list)
+    is_anomaly: bool = False
+    question: str
+    options: list[str] = Field(default_factory=list)
+    solution: str
+    answer_text: str  # the solution in words: the option's text, the class, the span
+    provenance: Provenance  # of the text the task was made from (labels and times: the annotation's)
+    seed: int
+
+
 TABLE_MODELS: dict[str, type[Record]] = {
     "videos": SourceVideo,
     "events": Event,
@@ -296,6 +330,7 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "reviews": ReviewRecord,
     "reviews_unmatched": ReviewRecord,
     "instructions": InstructionRow,
+    "vau_tasks": VauTaskRow,
 }
 
 def _arrow_type(annotation):
@@ -351,6 +386,18 @@ def read_release_rows(release: str | Path, split: str, levels: Optional[Sequence
         rows += [InstructionRow.model_validate(r) for r in batch.to_pylist()
                  if (levels is None or r["level"] in levels) and (tasks is None or r["task"] in tasks)]
     return sorted(rows, key=lambda r: r.id) if by_id else rows
+
+
+def read_vau_rows(release: str | Path, split: str, tasks: Optional[Sequence[str]] = None,
+                  missing_ok: bool = False) -> list[VauTaskRow]:
+    """A release's verifiable tasks of one split (`vau/{split}.parquet`), in the release's order."""
+    import pyarrow.parquet as pq
+
+    path = Path(release) / "vau" / f"{split}.parquet"
+    if missing_ok and not path.is_file():
+        return []
+    return [VauTaskRow.model_validate(r) for r in pq.read_table(path).to_pylist()
+            if tasks is None or r["task"] in tasks]
 
 
 def read_release_ids(release: str | Path, split: str) -> set[str]:
