@@ -1,4 +1,4 @@
-"""A release's rows in the formats other trainers read: HIVAU-70k JSONL, LLaMA-Factory and ms-swift.
+"""A release's rows in the formats other trainers read: HIVAU-70k JSONL, LLaMA-Factory, ms-swift, VAU-R1's CSV.
 
 Field names were checked against the frameworks' own sources:
 - HolmesVAU (github.com/pipixin321/HolmesVAU): `internvl_chat/shell/data_example.jsonl` for the row keys,
@@ -10,13 +10,15 @@ Field names were checked against the frameworks' own sources:
 - ms-swift (github.com/modelscope/ms-swift): `docs/source_en/Customization/Custom-dataset.md` ("Multimodal":
   `messages` + `videos`, frame lists for the Qwen-VL families) and `swift/template/vision_utils.py`
   (`_check_path`: relative paths resolve against the working directory, or `ROOT_IMAGE_DIR`).
+- VAU-R1 (github.com/GVCLab/VAU-R1): `annotations/test_ucf_crime.csv` for the CSV's columns and `-1` cells.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence, Union
 
-from hivau.schemas.records import InstructionRow
+from hivau.schemas.records import InstructionRow, VauTaskRow
 
 MEDIA_DIR = "media"  # HolmesVAU's `root` inside a release: its `video` paths are relative to this folder
 KIND_OF_LEVEL = {"clip": "clips", "event": "events", "video": "videos"}
@@ -55,3 +57,35 @@ def llamafactory_dataset_info(file_names: dict[str, str], prefix: str = "hivau")
         "columns": {"messages": "messages", "videos": "videos"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
     } for split, name in file_names.items()}
+
+
+# VAU-R1's VAU-Bench CSV (GVCLab/VAU-R1 `annotations/test_ucf_crime.csv`): one row per video, `-1` where a field
+# does not apply, `Reasoning` a dict string of its six parts
+VAU_R1_COLUMNS = ("Video Name", "Question", "Option 1", "Option 2", "Option 3", "Option 4", "Correct Option",
+                  "Key Object", "Description", "Reasoning", "Anomaly Class", "Start Time", "End Time")
+NOT_GIVEN = "-1"
+
+
+def vau_r1_rows(tasks: list[VauTaskRow]) -> list[dict]:
+    """VAU-R1's CSV rows from a release's video-level tasks: its question is our description choice (else the
+    class choice), its times our grounding answer ([-1, -1] for a normal video, as VAU-R1 answers)."""
+    by_video: dict[str, dict[str, VauTaskRow]] = {}
+    for t in tasks:
+        if t.level == "video":
+            by_video.setdefault(t.source_video, {})[t.id.split(":", 1)[1]] = t
+    rows = []
+    for video_id, own in by_video.items():
+        choice = own.get("choice:description") or own.get("choice:class")
+        described = own.get("choice:description")
+        span = own["grounding"].solution.strip("[]").split(", ") if "grounding" in own else [NOT_GIVEN, NOT_GIVEN]
+        row = dict.fromkeys(VAU_R1_COLUMNS, NOT_GIVEN)
+        row.update({"Video Name": Path(next(iter(own.values())).media_path).name,  # all show the whole video
+                    "Anomaly Class": own["classify"].solution if "classify" in own else NOT_GIVEN,
+                    "Description": described.answer_text if described else NOT_GIVEN,
+                    "Start Time": span[0], "End Time": span[1]})
+        if choice is not None:
+            row.update({"Question": choice.question.split("\n", 1)[0], "Correct Option": choice.solution,
+                        **{f"Option {i + 1}": text for i, text in enumerate(choice.options)}})
+        rows.append(row)
+    return rows
+

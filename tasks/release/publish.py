@@ -23,8 +23,24 @@ from pydantic import BaseModel, Field
 
 from hivau.prompts.questions import TEMPLATES
 from hivau.schemas.item import Tables
-from hivau.schemas.records import DRAFT, REVIEWED, SCHEMA_VERSION, InstructionRow, Split, to_arrow_table
-from hivau.tasks.release.exports import hivau_media_path, hivau_record, llamafactory_dataset_info, messages_record
+from hivau.schemas.records import (
+    DRAFT,
+    REVIEWED,
+    SCHEMA_VERSION,
+    InstructionRow,
+    Split,
+    VauTaskRow,
+    to_arrow_table,
+)
+from hivau.tasks.release.exports import (
+    VAU_R1_COLUMNS,
+    hivau_media_path,
+    hivau_record,
+    llamafactory_dataset_info,
+    messages_record,
+    vau_r1_rows,
+)
+from hivau.tasks.release.vau import vau_tasks
 from hivau.tasks.review.audit import audit_markdown, audit_table, check_gate_markdown, check_gate_table
 from hivau.workspace import Workspace
 
@@ -50,6 +66,7 @@ class ReleaseSettings(BaseModel):
     name: Optional[str] = Field(None, description="release name; default: the next vNNNN")
     dataset: str = Field("hivau", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                          description="the dataset folder of HIVAU's media layout, media/{dataset}/clips/{split}/")
+    task_seed: int = Field(0, description="seed of the verifiable tasks' distractors and answer positions")
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -272,6 +289,14 @@ def dataset_card(manifest: dict) -> str:
         "both with each video as its list of frames (ATS-selected with a trained hivau model), outside this folder.",
         f"- `media/{manifest['policy']['dataset']}/{{clips,events,videos}}/{{train,test}}/`: the media "
         "the rows refer to, in HIVAU-70k's layout.",
+        "- `vau/{train,test}.parquet`: verifiable tasks (`VauTaskRow`): multiple choice (`choice`, four options, "
+        "the right letter balanced over A-D), temporal grounding (`grounding`, `[start, end]` in seconds of the "
+        "source video, `[-1, -1]` for a normal one), classification (`classify`, a class or Normal) and anomaly "
+        f"yes/no (`detect`), drawn with seed {manifest['policy'].get('task_seed', 0)}; counts in `manifest.json` "
+        "(`counts.vau_tasks`).",
+        "- `vau_r1/{train,test}.csv`: the video-level tasks in VAU-R1's VAU-Bench columns (`Video Name` is the "
+        f"file under `media/{manifest['policy']['dataset']}/videos/{{train,test}}/`; `-1` where a field does not "
+        "apply; no `Reasoning` or `Key Object` yet).",
         "- `manifest.json`: counts, the SHA-256 of every file, generators and the release this one follows.", "",
     ]
     return "\n".join(parts)
@@ -315,10 +340,19 @@ def collect_media(ws: Workspace, tables: Tables, settings: ReleaseSettings) -> d
     return out
 
 
-def _write_parquet(rows: list[InstructionRow], path: Path) -> None:
+def _write_parquet(rows: list, path: Path, model: type = InstructionRow) -> None:
     import pyarrow.parquet as pq
 
-    pq.write_table(to_arrow_table(rows, InstructionRow), path)
+    pq.write_table(to_arrow_table(rows, model), path)
+
+
+def _write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def counts_of(rows: list[InstructionRow]) -> dict:
@@ -348,7 +382,8 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     tables = ws.manifest_tables()
     media = collect_media(ws, tables, settings)
     held_back: Counter = Counter()
-    rows = instruction_rows(tables, settings, {k: v[1] for k, v in media.items()}, held_back)
+    media_of = {k: v[1] for k, v in media.items()}
+    rows = instruction_rows(tables, settings, media_of, held_back)
     if not rows:
         raise ReleaseError(f"nothing to release from {ws.root}: no reviewed rows"
                            + ("" if settings.include_unreviewed else " (use include_unreviewed to let drafts in)"))
@@ -358,9 +393,12 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     if final.exists():
         raise ReleaseError(f"release {final} exists; releases are never rewritten")
     previous = latest_release(ws.releases)
+    tasks = sorted(vau_tasks(tables, rows, video_splits(tables, settings), media_of,
+                             {v.video_id: v.duration_s for v in tables.videos}, settings.task_seed),
+                   key=lambda t: (t.source_video, LEVEL_ORDER[t.level], t.item_id, t.id))
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ws.releases))
     try:
-        for folder in ("data", "hivau", "llamafactory", "swift"):
+        for folder in ("data", "hivau", "llamafactory", "swift", "vau", "vau_r1"):
             (tmp / folder).mkdir()
         first_id = 0  # one id sequence over both splits, as HIVAU-70k's rows have
         for split in ("train", "test"):
@@ -371,6 +409,9 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             # media paths relative to the release: LLaMA-Factory is given it as media_dir, swift runs from it
             for folder in ("llamafactory", "swift"):
                 write_jsonl(tmp / folder / f"{split}.jsonl", (messages_record(r, r.media_path) for r in part))
+            split_tasks = [t for t in tasks if t.split == split]
+            _write_parquet(split_tasks, tmp / "vau" / f"{split}.parquet", VauTaskRow)
+            _write_csv(vau_r1_rows(split_tasks), tmp / "vau_r1" / f"{split}.csv", VAU_R1_COLUMNS)
         (tmp / "llamafactory" / "dataset_info.json").write_text(json.dumps(
             llamafactory_dataset_info({s: f"{s}.jsonl" for s in ("train", "test")}), indent=2))
         used = {r.item_id for r in rows}
@@ -378,6 +419,7 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             if item_id in used:
                 _link_or_copy(src, tmp / rel)
         counts = counts_of(rows)
+        counts["vau_tasks"] = dict(Counter(f"{t.split}:{t.level}:{t.task}" for t in tasks))
         (tmp / "chart.svg").write_text(bar_chart_svg(counts["items_by_class_level"], "items per anomaly class and level"))
         files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
