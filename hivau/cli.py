@@ -234,19 +234,21 @@ def export_frames(release: Path = typer.Option(..., "--release", help="a release
                   model: Optional[Path] = typer.Option(None, "--model", help="a trained hivau model folder: "
                                                        "its anomaly scorer's scores drive ATS"),
                   frames: int = typer.Option(16, "--frames", min=1, help="frames per item"),
-                  sampler: str = typer.Option("ats", "--sampler", help="ats | uniform | topk (events and videos; "
-                                              "clips are always uniform; without --model all are uniform)"),
+                  sampler: str = typer.Option("ats", "--sampler", help="ats | ats_holmes (Holmes-VAU's "
+                                              "released ATS) | uniform | topk (events and videos; clips are always "
+                                              "uniform; without --model all are uniform)"),
                   tau: float = typer.Option(0.1, "--tau", help="ATS: the score floor that keeps frames everywhere"),
                   short_side: Optional[int] = typer.Option(None, "--short-side", help="scale frames down to this"),
                   device: str = typer.Option("auto", "--device", help="auto | cpu | cuda (the scorer)")):
     """Write each item's frames as JPEG files and LLaMA-Factory / ms-swift rows whose videos are those lists."""
+    from hivau.models.sampler import SAMPLER_NAMES
     from hivau.progress import progress_bar
     from hivau.schemas.records import read_release_rows
     from hivau.tasks.release.frame_export import export_frames as run_export
     from hivau.tasks.release.frame_export import items_of, model_scores
 
-    if sampler not in ("ats", "uniform", "topk"):
-        raise typer.BadParameter(f"unknown sampler {sampler!r}: use ats, uniform or topk", param_hint="--sampler")
+    if sampler not in SAMPLER_NAMES:
+        raise typer.BadParameter(f"unknown sampler {sampler!r}: use {', '.join(SAMPLER_NAMES)}", param_hint="--sampler")
     if model is None and sampler != "uniform":
         console.print(f"no --model: events and videos take uniform frames, not {sampler}")
     scores = model_scores(model, device) if model is not None else None

@@ -8,6 +8,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hivau.models.sampler import SamplerName
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -84,7 +86,7 @@ class TrainConfig(Strict):
     warmup_steps: int = 20
     t1: float = Field(0.1, description="weight of L_MV (appearance-motion consistency); 0 turns it off")
     t2: float = Field(0.1, description="weight of L_ML (motion-language); 0 turns it off")
-    sampler: Literal["ats", "uniform", "topk"] = Field("ats", description="frames of event and video items")
+    sampler: SamplerName = Field("ats", description="frames of event and video items")
     tau: float = 0.1
     candidate_stride: int = Field(1, ge=1, description="ATS candidates: every k-th frame of the item")
     tasks: list[str] = Field(default_factory=lambda: ["caption", "judgement", "description", "analysis", "qa"])

@@ -1,5 +1,5 @@
 """`hivau-eval`: answers on a release's test split scored as Holmes-VAU reports them, plus the scorer's
-frame AUC and the sampler ablation (ATS / uniform / Top-K at the same N).
+frame AUC and the sampler ablation (ATS, Holmes-VAU's released ATS, uniform, Top-K at the same N).
 
     hivau-eval --model runs/tiny/model --release .state/workspace/releases/v0001
 """
@@ -22,7 +22,7 @@ from hivau.models.io import load_model, read_config
 from hivau.models.metrics import TEXT_METRICS, CaptionScorer, fmt, metrics_rows
 from hivau.schemas.records import read_release_rows
 
-SAMPLERS = ("ats", "uniform", "topk")
+SAMPLERS = ("ats", "ats_holmes", "uniform", "topk")  # ats_holmes: Holmes-VAU's released sampler
 
 
 def generate_answers(model, store, rows, plan: dict, batch_size: int, max_new_tokens: int,
@@ -167,11 +167,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="hivau-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a model folder written by hivau-train")
-    parser.add_argument("--release", help="a release folder (its data/test.parquet is scored)")
+    parser.add_argument("--release", help="a release folder (its data/test.parquet is scored; with --predictions "
+                                          "also its vau/test.parquet)")
     parser.add_argument("--predictions", help="a JSONL of {id, answer} from any model: scored without a model, "
                                               "Holmes-VAU's protocol beside our table (hivau.models.holmes_protocol)")
     parser.add_argument("--references", help="with --predictions, instead of --release: a HIVAU-format test JSONL "
-                                             "(id, type, task, video, prompt, anwser)")
+                                             "(id, type, task, video, prompt, anwser) or a VAU-R1 test CSV "
+                                             "(annotations/test_*.csv; ids \"{Video Name}:choice|grounding|classify\")")
     parser.add_argument("--strict", action="store_true", help="with --predictions: exit 1 if ids are missing or unknown")
     parser.add_argument("--out", help="where metrics.json goes (default: the model folder; with --predictions, "
                                       "FILE's folder / <FILE stem>-eval)")

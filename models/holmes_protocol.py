@@ -22,6 +22,12 @@ ReactVAU's `hivau_utils.py` pools a level's tasks into one corpus instead (its l
 averages per-task figures but skips tasks scoring exactly 0); the pooled figures are reported too, as
 "pooled", so both readings can be compared with the paper. References without a prediction are scored as
 empty answers (ReactVAU drops failed samples) and are listed, as are prediction ids no reference has.
+
+Verifiable tasks are scored beside (`hivau.models.rewards.vau_metrics`, VAU-R1's protocol): a release's
+`vau/test.parquet` rows, answered under their ids, or VAU-R1's test CSV given as `--references FILE.csv` (ids
+`"{Video Name}:choice"`, `":grounding"`, `":classify"`, see `read_vau_r1_csv`). A release's text rows and its
+verifiable tasks are each scored when some prediction answers one of them (the text rows also when none answers
+either); a release with only verifiable tasks is valid.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from typing import Iterator, Optional
 import numpy as np
 
 from hivau.models.metrics import TEXT_METRICS, CaptionScorer, fmt, metrics_rows
-from hivau.schemas.records import read_release_ids, read_release_rows
+from hivau.models.rewards import IOU_THRESHOLDS, read_vau_r1_csv, vau_metrics
+from hivau.schemas.records import read_release_ids, read_release_rows, read_vau_rows
 
 PROTOCOL_METRICS = ("BLEU", "CIDEr", "METEOR", "ROUGE-L")
 BLEU_N = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4")
@@ -112,8 +119,9 @@ def read_hivau_references(path: str | Path) -> list[Reference]:
 
 
 def read_release_references(release: str | Path) -> list[Reference]:
-    """A release's test split (`data/test.parquet`), in id order."""
-    return [Reference(r.id, r.level, r.task, r.answer or "") for r in read_release_rows(release, "test", by_id=True)]
+    """A release's test split (`data/test.parquet`), in id order; none when the release has no text rows."""
+    return [Reference(r.id, r.level, r.task, r.answer or "")
+            for r in read_release_rows(release, "test", by_id=True, missing_ok=True)]
 
 
 def match(references: list[Reference], predictions: dict[str, str]) -> tuple[dict[str, str], dict]:
@@ -185,26 +193,49 @@ def holmes_protocol(rows, answers: dict[str, str], scorer, text: Optional[dict] 
     return text, protocol
 
 
+def _references(release, references) -> tuple[list[Reference], list]:
+    """(text references, verifiable-task references) of a release, a HIVAU test JSONL or a VAU-R1 test CSV."""
+    if release is not None:
+        return read_release_references(release), read_vau_rows(release, "test", missing_ok=True)
+    if Path(references).suffix.lower() == ".csv":
+        return [], read_vau_r1_csv(references)
+    return read_hivau_references(references), []
+
+
 def evaluate_predictions(predictions: str | Path, release: Optional[str | Path] = None,
                          references: Optional[str | Path] = None, out: Optional[str | Path] = None,
                          meteor: bool = True) -> dict:
-    """Score a predictions JSONL against a release's test split or a HIVAU test JSONL; writes
-    metrics.json and metrics.md to `out` (default: FILE's folder / "<FILE stem>-eval")."""
+    """Score a predictions JSONL against a release's test split (text rows and verifiable tasks), a HIVAU test
+    JSONL or a VAU-R1 test CSV; writes metrics.json and metrics.md to `out` (default: FILE's folder /
+    "<FILE stem>-eval")."""
     if (release is None) == (references is None):
-        raise ValueError("give exactly one of a release folder or a HIVAU-format references JSONL")
+        raise ValueError("give exactly one of a release folder, a HIVAU-format references JSONL or a VAU-R1 test CSV")
     predictions = Path(predictions)
-    refs = read_release_references(release) if release is not None else read_hivau_references(references)
-    if not refs:
+    text_refs, vau_refs = _references(release, references)
+    if not text_refs and not vau_refs:
         raise ValueError(f"{release or references} has no test rows to score against")
-    answers, coverage = match(refs, read_predictions(predictions))
+    given = read_predictions(predictions)
+    answered_text = any(r.id in given for r in text_refs)
+    answered_vau = any(r.id in given for r in vau_refs)
+    score_text = bool(text_refs) and (answered_text or not answered_vau)
+    score_vau = bool(vau_refs) and (answered_vau or not score_text)
+    answers, coverage = match((text_refs if score_text else []) + (vau_refs if score_vau else []), given)
+    coverage["not_scored"] = {part: len(refs) for part, refs, scored in
+                              (("text", text_refs, score_text), ("vau", vau_refs, score_vau)) if refs and not scored}
     if release is not None:  # a train row answered: the model may have been trained on what it is scored on
-        train = read_release_ids(release, "train")
+        train = read_release_ids(release, "train") | {r.id for r in read_vau_rows(release, "train", missing_ok=True)}
         coverage["train_ids"] = [i for i in coverage["unknown_ids"] if i in train]
         coverage["train"] = len(coverage["train_ids"])
-    with CaptionScorer(meteor) as scorer:
-        text, protocol = holmes_protocol(refs, answers, scorer)
+    text, protocol = {}, None
+    if score_text:
+        with CaptionScorer(meteor) as scorer:
+            text, protocol = holmes_protocol(text_refs, answers, scorer)
     metrics = {"predictions": str(predictions), "references": str(release or references), "coverage": coverage,
-               "text": text, "protocol": protocol, "paper": PAPER_TABLE2}
+               "text": text, "protocol": protocol}
+    if score_text:
+        metrics["paper"] = PAPER_TABLE2
+    if score_vau:
+        metrics["vau"] = vau_metrics(vau_refs, answers)
     out = Path(out) if out else predictions.parent / f"{predictions.stem}-eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -226,6 +257,9 @@ def coverage_lines(coverage: dict) -> list[str]:
     if coverage["unknown"]:
         lines.append(f"{coverage['unknown']} prediction ids are in no reference (ignored): "
                      + _ids(coverage["unknown_ids"]))
+    for part, n in coverage.get("not_scored", {}).items():
+        what = "text rows (Holmes-VAU's protocol)" if part == "text" else "verifiable tasks (vau/test.parquet)"
+        lines.append(f"the {n} {what} were not scored: no prediction answers one")
     if coverage.get("train"):
         lines.append(f"{coverage['train']} prediction ids are rows of the release's train split: whatever was "
                      f"trained on this release has seen those videos; only test rows are scored: "
@@ -234,15 +268,24 @@ def coverage_lines(coverage: dict) -> list[str]:
 
 
 def protocol_table(metrics: dict) -> str:
-    """metrics.md: the protocol per level (with the paper's figures), per task and pooled, then ours."""
+    """metrics.md: the protocol per level (with the paper's figures), per task and pooled, then ours; then the
+    verifiable tasks' figures."""
     protocol, paper = metrics["protocol"], metrics.get("paper", {})
     lines = [f"Predictions: {metrics['predictions']}  ", f"References: {metrics['references']}", ""]
     lines += [f"- {line}" for line in coverage_lines(metrics["coverage"])]
+    if protocol:
+        lines += _text_tables(metrics, protocol, paper)
+    if metrics.get("vau"):
+        lines += vau_table(metrics["vau"])
+    return "\n".join(lines) + "\n"
+
+
+def _text_tables(metrics: dict, protocol: dict, paper: dict) -> list[str]:
     head = " | ".join(PROTOCOL_METRICS)
-    lines += ["", "Holmes-VAU protocol (BLEU = sum of per-sample BLEU-1..4 means; CIDEr, METEOR over the corpus; "
-              "ROUGE-L per-sample mean; tasks averaged within a level):", "",
-              f"| level | n | tasks | {head} | paper " + " | paper ".join(PROTOCOL_METRICS) + " |",
-              "|" + "---|" * (3 + 2 * len(PROTOCOL_METRICS))]
+    lines = ["", "Holmes-VAU protocol (BLEU = sum of per-sample BLEU-1..4 means; CIDEr, METEOR over the corpus; "
+             "ROUGE-L per-sample mean; tasks averaged within a level):", "",
+             f"| level | n | tasks | {head} | paper " + " | paper ".join(PROTOCOL_METRICS) + " |",
+             "|" + "---|" * (3 + 2 * len(PROTOCOL_METRICS))]
     for lvl, row in protocol["levels"].items():
         ref = paper.get(lvl, {})
         lines.append(f"| {lvl} | {row['n']} | {', '.join(row['tasks'])} | "
@@ -257,7 +300,29 @@ def protocol_table(metrics: dict) -> str:
               "| group | n | " + " | ".join(TEXT_METRICS) + " |", "|" + "---|" * (len(TEXT_METRICS) + 2)]
     lines += [f"| {r['group']} | {r['n']} | " + " | ".join(fmt(r[k]) for k in TEXT_METRICS) + " |"
               for r in metrics_rows(metrics)]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def vau_table(vau: dict) -> list[str]:
+    """The verifiable tasks' figures, one per line (fractions: VAU-R1 prints them as percentages)."""
+    rows = [("all", vau["n"], "well-formed share (think / answer tags)", vau["format"]["well_formed"])]
+    if "choice" in vau:
+        rows.append(("choice", vau["choice"]["n"], "accuracy", vau["choice"]["accuracy"]))
+    if "classify" in vau:
+        c = vau["classify"]
+        rows += [("classify", c["n"], "accuracy", c["accuracy"]), ("classify", c["n"], "macro-F1", c["macro_f1"]),
+                 ("classify", c["n"], "normal / anomaly accuracy", c["binary_accuracy"])]
+    if "detect" in vau:
+        d = vau["detect"]
+        rows += [("detect", d["n"], "accuracy", d["accuracy"]), ("detect", d["n"], "F1 (yes)", d["f1"])]
+    if "grounding" in vau:
+        a, n = vau["grounding"]["anomalous"], vau["grounding"]["normal"]
+        rows += [("grounding, anomalous", a["n"], "mIoU", a["mIoU"])]
+        rows += [("grounding, anomalous", a["n"], f"R@{k}", a[f"R@{k}"]) for k in IOU_THRESHOLDS]
+        rows.append(("grounding, normal", n["n"], "answered [-1, -1]", n["no_span"]))
+    return ["", "Verifiable tasks (VAU-R1's protocol; grounding mIoU and R@IoU over anomalous videos only, normal "
+            "videos apart):", "", "| task | n | metric | value |", "|---|---|---|---|",
+            *(f"| {task} | {n} | {name} | {fmt(value)} |" for task, n, name, value in rows)]
 
 
 def main(args, parser) -> None:
@@ -265,7 +330,8 @@ def main(args, parser) -> None:
     if args.model or args.previous:
         parser.error("--predictions scores a file without a model: drop --model / --previous")
     if bool(args.release) == bool(args.references):
-        parser.error("--predictions needs exactly one of --release DIR or --references HIVAU_TEST.jsonl")
+        parser.error("--predictions needs exactly one of --release DIR or --references HIVAU_TEST.jsonl | "
+                     "VAU_R1_TEST.csv")
     try:
         metrics = evaluate_predictions(args.predictions, args.release, args.references, args.out,
                                        meteor=not args.no_meteor)

@@ -34,6 +34,7 @@ from hivau.models.inference import (
 from hivau.models.interface import MOTION_PROMPT, VideoLLM
 from hivau.models.io import save_model
 from hivau.models.presets import pretrained, tiny, train_tokenizer
+from hivau.models.sampler import SAMPLER_NAMES
 from hivau.models.scorer import mil_ranking, snippet_bce, snippet_targets
 from hivau.models.vlm import PretrainedVideoLLM, VLMConfig
 from hivau.schemas.records import InstructionRow, read_release_rows
@@ -416,7 +417,7 @@ def parse_args(argv=None) -> TrainConfig:
                        ("stop_at", int), ("scorer_epochs", int), ("workers", int), ("keep_last", int),
                        ("frame_cache", str)]:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
-    parser.add_argument("--sampler", choices=["ats", "uniform", "topk"])
+    parser.add_argument("--sampler", choices=SAMPLER_NAMES)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--preset-options", type=json.loads, help='JSON, e.g. \'{"image_size": 128}\'')
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}

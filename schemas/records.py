@@ -35,7 +35,7 @@ __all__ = [
     "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
     "MotionPhraseRecord", "CheckRecord", "Severity", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
     "read_release_rows", "read_release_ids", "read_vau_rows", "TABLE_MODELS", "VauTask", "VauTaskRow",
-    "CHOICE_LETTERS", "NO_SPAN",
+    "CHOICE_LETTERS", "NO_SPAN", "VAU_R1_COLUMNS",
 ]
 
 
@@ -288,6 +288,10 @@ class InstructionRow(Record):
 VauTask = Literal["choice", "grounding", "classify", "detect"]
 CHOICE_LETTERS = ("A", "B", "C", "D")
 NO_SPAN = (-1.0, -1.0)  # the grounding answer of a normal video
+# VAU-R1's VAU-Bench CSV (GVCLab/VAU-R1 `annotations/test_ucf_crime.csv`): one row per video, `-1` where a field
+# does not apply, `Reasoning` a dict string of its six parts
+VAU_R1_COLUMNS = ("Video Name", "Question", "Option 1", "Option 2", "Option 3", "Option 4", "Correct Option",
+                  "Key Object", "Description", "Reasoning", "Anomaly Class", "Start Time", "End Time")
 
 
 class VauTaskRow(Record):

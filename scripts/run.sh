@@ -95,7 +95,8 @@ models = read_registry(sys.argv[1] + "/../../models")["models"]
 last = models[-1] if models else None
 if last:
     print(f"[run] model {last['name']}: {'registered' if last['registered'] else 'not registered'} "
-          f"({'; '.join(last['reasons'])}); headline {last['headline']}")
+          f"({'; '.join(last['reasons'])}); headline {last['headline']}, untrained start "
+          f"{last.get('untrained_headline')}")
     print(f"[run] model folder: {last['path']}  (metrics.md beside it)")
 PY
 cat <<MSG

@@ -136,12 +136,32 @@ def test_publishing_a_release_fires_retrain_which_trains_evaluates_and_registers
     from hivau.models.registry import current_model, read_registry
 
     models = Workspace.at(fresh_workspace).root / "models"
-    current = current_model(models)  # the first model has nothing to beat, so it is registered
-    assert current and current["release"] == "v0001" and read_registry(models)["models"][0]["registered"]
-    metrics = json.loads((Path(current["path"]) / "metrics.json").read_text())
-    assert metrics["headline"] == current["headline"] and metrics["scorer"]["videos"] >= 1
-    config = json.loads((Path(current["path"]) / "config.json").read_text())
+    # the decision is recorded with what the model was measured against: its untrained start (built by the same
+    # recipe with no step, and evaluated on the same test split); registered only if it learned
+    (entry,) = read_registry(models)["models"]
+    assert entry["release"] == "v0001" and entry["registered"] == entry["learned"]
+    assert set(entry["untrained_headline"]) == set(entry["headline"]) and entry["reasons"]
+    untrained = json.loads((Path(entry["path"]).parent / "untrained" / "model" / "config.json").read_text())
+    assert untrained["summary"]["steps"] == 0
+    assert (current_model(models) or {}).get("name") == (entry["name"] if entry["registered"] else None)
+    metrics = json.loads((Path(entry["path"]) / "metrics.json").read_text())
+    assert metrics["headline"] == entry["headline"] and metrics["scorer"]["videos"] >= 1
+    config = json.loads((Path(entry["path"]) / "config.json").read_text())
     assert config["summary"]["steps"] == 3 and config["release"] == release
+
+
+def test_registration_needs_a_model_that_learned():
+    from hivau.tasks.release.retrain_policy import learned
+
+    start = {"bleu4": 0.0, "cider": 0.0, "auc": 0.49}
+    ok, why = learned({"bleu4": 0.31, "cider": 1.2, "auc": 0.94}, start, test_videos=21)
+    assert ok and why[2] == "auc rose from 0.4900 to 0.9400"
+    # `make run`'s short demo retrain: a scorer worse than chance is not a model worth registering
+    ok, why = learned({"bleu4": 0.05, "cider": 0.3, "auc": 0.28}, start, test_videos=3)
+    assert not ok and "auc 0.2800 is no better than chance (0.5)" in why
+    assert any("3 videos: too few to show learning" in w for w in why)
+    ok, why = learned({"bleu4": 0.0, "cider": 0.4, "auc": 0.7}, start, test_videos=21)
+    assert not ok and why[0] == "bleu4 0.0000 is no better than the untrained start's 0.0000"
 
 
 def test_registration_needs_a_model_not_worse_than_the_current_one(tmp_path):

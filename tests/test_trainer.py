@@ -166,7 +166,7 @@ def test_train_and_eval_clis_on_the_demo_release(demo_release, tmp_path):
     assert {"clip", "event", "video"} <= set(metrics["text"])
     for group in metrics["text"].values():
         assert all(0.0 <= group[k] <= 1.0 for k in ("BLEU-1", "BLEU-4", "ROUGE-L") if group.get("n"))
-    assert set(metrics["ablation"]) == {"ats", "uniform", "topk"}
+    assert set(metrics["ablation"]) == {"ats", "ats_holmes", "uniform", "topk"}
     assert metrics["scorer"]["videos"] >= 1 and 0.0 <= metrics["scorer"]["auc"] <= 1.0
     assert "| clip:caption |" in ev.stdout
 

@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hivau.schemas.item import Tables
-from hivau.schemas.records import CHOICE_LETTERS, read_vau_rows
-from hivau.tasks.release.exports import VAU_R1_COLUMNS
+from hivau.schemas.records import CHOICE_LETTERS, VAU_R1_COLUMNS, read_vau_rows
 from hivau.tasks.release.publish import ReleaseSettings, instruction_rows, video_splits
 from hivau.tasks.release.vau import NORMAL, vau_tasks
 from hivau.workspace import Workspace

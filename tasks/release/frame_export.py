@@ -51,7 +51,8 @@ class Reject:
 def select_frames(level: str, scores: np.ndarray, n: int, sampler: SamplerName, tau: float = 0.1,
                   candidate_stride: int = 1) -> list[int]:
     """Frame indices of one item from its per-frame scores (one per frame of the file): clips uniform, as the
-    trainer reads them; events and videos by `sampler` (ATS puts more frames where the scores are high)."""
+    trainer reads them; events and videos by `sampler` (ATS puts more frames where the scores are high;
+    `ats_holmes`, Holmes-VAU's released ATS, may repeat a frame)."""
     return sampled_indices(len(scores), n, "uniform" if level == "clip" else sampler, np.asarray(scores, float),
                            tau, candidate_stride)
 
@@ -103,8 +104,9 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
 
 def decode_missing(media: Path, out: Path, paths: list[str], indices: list[int],
                    short_side: Optional[int]) -> list[tuple[str, np.ndarray]]:
-    """The frames whose files are not there yet (each is only ever renamed in whole), decoded by seeking."""
-    todo = [(i, p) for i, p in zip(indices, paths) if not (out / p).is_file()]
+    """The frames whose files are not there yet (each is only ever renamed in whole), decoded by seeking, each
+    once (`ats_holmes` may pick a frame twice: the row lists it twice, one file holds it)."""
+    todo = list({p: (i, p) for i, p in zip(indices, paths) if not (out / p).is_file()}.values())
     if not todo:
         return []
     sampled = sample_frames(str(media), indices=[i for i, _ in todo], short_side=short_side)

@@ -1,4 +1,5 @@
-"""Retraining policy as plain steps: how hivau-train is run on a release, and when its model is registered."""
+"""Retraining policy as plain steps: how hivau-train is run on a release, and when its model is registered (when
+it learned: better than its own untrained start and than chance, and not worse than the current model)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def train_command(release: Path, out: Path, settings: RetrainSettings) -> list[s
     else:
         args += ["--preset", settings.preset or "tiny", "--epochs", str(settings.epochs),
                  "--batch-size", str(settings.batch_size), "--lr", str(settings.lr)]
-    args += ["--max-steps", str(settings.max_steps)] if settings.max_steps else []
+    args += ["--max-steps", str(settings.max_steps)] if settings.max_steps is not None else []
     args += ["--max-minutes", str(settings.max_minutes)] if settings.max_minutes else []
     args += ["--preset-options", json.dumps(settings.preset_options)] if settings.preset_options else []
     args += ["--scorer-epochs", str(settings.scorer_epochs)] if settings.scorer_epochs is not None else []
@@ -54,6 +55,12 @@ def train_command(release: Path, out: Path, settings: RetrainSettings) -> list[s
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={settings.nproc}",
                 "-m", "hivau.models.train", *args]
     return [sys.executable, "-m", "hivau.models.train", *args]
+
+
+def untrained_settings(settings: RetrainSettings) -> RetrainSettings:
+    """The same recipe stopped before its first step: the model a retrain must beat (random weights for the tiny
+    preset, the pretrained ones for vlm), with the same seed and so the same start."""
+    return settings.model_copy(update={"max_steps": 0, "scorer_epochs": 0, "nproc": 1})
 
 
 def run_training(release: Path, out: Path, settings: RetrainSettings, log: Callable[[str], None]) -> str:
@@ -70,14 +77,45 @@ def run_training(release: Path, out: Path, settings: RetrainSettings, log: Calla
     return str(out / "model")
 
 
-def register_if_not_worse(models_dir: Path, name: str, model: str, manifest: dict, release_path: Path,
-                          metrics: dict, previous: Optional[dict], before: Optional[dict],
-                          tolerance: float) -> tuple[bool, list[str]]:
-    """Register the new model unless a headline figure fell by more than `tolerance` against the current one
-    (both judged on the new release's test split); the decision is recorded either way."""
-    ok, reasons = not_worse(metrics["headline"], before["headline"] if before else None, tolerance)
+CHANCE = {"auc": 0.5}  # a frame scorer that ranks no better than this has learned nothing
+# fewer held-out videos than this cannot show learning (the learning check holds out 21: BENCHMARKS.md)
+MIN_TEST_VIDEOS = 10
+
+
+def learned(new: dict, start: dict, test_videos: int) -> tuple[bool, list[str]]:
+    """Did training teach the model anything? Every headline figure must beat the same recipe's untrained start,
+    and AUC chance too; the reasons say which did not, and when the test split is too small to tell."""
+    ok, reasons = True, []
+    for key, value in new.items():
+        before = start.get(key)
+        if value is None:
+            continue
+        if key in CHANCE and value <= CHANCE[key]:
+            ok = False
+            reasons.append(f"{key} {value:.4f} is no better than chance ({CHANCE[key]})")
+        elif before is not None and value <= before:
+            ok = False
+            reasons.append(f"{key} {value:.4f} is no better than the untrained start's {before:.4f}")
+        else:
+            reasons.append(f"{key} rose from {'-' if before is None else f'{before:.4f}'} to {value:.4f}")
+    if test_videos < MIN_TEST_VIDEOS:
+        reasons.append(f"the test split has {test_videos} videos: too few to show learning (the trainer's learning "
+                       "check holds out 21 videos of 12 demo sets; see BENCHMARKS.md)")
+    return ok, reasons
+
+
+def register_if_learned(models_dir: Path, name: str, model: str, manifest: dict, release_path: Path,
+                        metrics: dict, untrained: dict, previous: Optional[dict], before: Optional[dict],
+                        tolerance: float) -> tuple[bool, list[str]]:
+    """Register the new model when it beats its own untrained start (and chance) and no headline figure fell by
+    more than `tolerance` against the current model (all judged on the new release's test split); the decision
+    and its reasons are recorded either way."""
+    taught, why = learned(metrics["headline"], untrained["headline"], metrics["scorer"].get("videos", 0))
+    kept, worse = not_worse(metrics["headline"], before["headline"] if before else None, tolerance)
+    ok, reasons = taught and kept, why + worse
     record_decision(models_dir, {"name": name, "path": model, "release": manifest["name"],
                                  "release_path": str(release_path), "headline": metrics["headline"],
+                                 "untrained_headline": untrained["headline"], "learned": taught,
                                  "previous": previous["name"] if previous else None,
                                  "previous_headline": before["headline"] if before else None,
                                  "reasons": reasons}, registered=ok)

@@ -7,19 +7,11 @@ import random
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from hivau.schemas.classes import CLASS_NAMES, NORMAL, class_key
 from hivau.schemas.item import Tables
 from hivau.schemas.records import CHOICE_LETTERS, NO_SPAN, InstructionRow, Provenance, Split, VauTaskRow
 from hivau.tasks.text.checks import times_in
-from hivau.tasks.text.vocabulary import CLASS_GROUPS, class_key
-
-# display names of the classes distractors are drawn from: UCF-Crime's 13 and XD-Violence's own (plus Normal)
-CLASS_NAMES = {
-    "abuse": "Abuse", "arrest": "Arrest", "arson": "Arson", "assault": "Assault", "burglary": "Burglary",
-    "explosion": "Explosion", "fighting": "Fighting", "roadaccidents": "RoadAccidents", "robbery": "Robbery",
-    "shooting": "Shooting", "shoplifting": "Shoplifting", "stealing": "Stealing", "vandalism": "Vandalism",
-    "riot": "Riot",
-}
-NORMAL = "Normal"
+from hivau.tasks.text.vocabulary import CLASS_GROUPS
 
 QUESTIONS = {
     "detect": "Is there an anomaly in this {what}? Answer yes or no.",

@@ -5,28 +5,12 @@ Shared by the draft checks and the review queue's risk signals; one owner for wh
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
+from hivau.schemas.classes import CLASS_ALIASES, class_key  # noqa: F401 (re-exported for the checks and the queue)
+
 # ---------------------------------------------------------------- classes (UCF-Crime, XD-Violence, HIVAU-70k)
-# alias as written (lower case) -> class key; the key is the label with letters only, lower case
-CLASS_ALIASES: dict[str, str] = {
-    "abuse": "abuse", "animal abuse": "abuse", "child abuse": "abuse",
-    "arrest": "arrest", "arrests": "arrest",
-    "arson": "arson",
-    "assault": "assault",
-    "burglary": "burglary", "burglar": "burglary", "break-in": "burglary",
-    "explosion": "explosion", "blast": "explosion",
-    "fighting": "fighting", "fight": "fighting", "brawl": "fighting",
-    "road accident": "roadaccidents", "road accidents": "roadaccidents", "roadaccident": "roadaccidents",
-    "roadaccidents": "roadaccidents", "car accident": "roadaccidents", "traffic accident": "roadaccidents",
-    "robbery": "robbery",
-    "shooting": "shooting", "gunfire": "shooting",
-    "shoplifting": "shoplifting", "shoplifter": "shoplifting",
-    "stealing": "stealing", "theft": "stealing",
-    "vandalism": "vandalism",
-    "riot": "riot", "riots": "riot", "rioting": "riot",
-}
+# their names and keys are schemas/classes.py's (CLASS_ALIASES, class_key, re-exported here)
 # classes a judgement may confuse without being wrong (a robbery is a theft; an assault is a fight)
 CLASS_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"assault", "fighting", "abuse", "riot"}),
@@ -34,12 +18,6 @@ CLASS_GROUPS: tuple[frozenset[str], ...] = (
     frozenset({"explosion", "arson"}),
     frozenset({"shooting", "robbery", "arrest"}),
 )
-
-
-def class_key(label: str) -> str:
-    """`Road Accidents`, `RoadAccidents`, `road-accidents` -> `roadaccidents`; `Car accident` -> its class."""
-    key = re.sub(r"[^a-z]", "", label.lower())
-    return CLASS_ALIASES.get(label.lower().strip(), key)
 
 
 # words that say "something abnormal happens" in a draft of a video labelled normal
