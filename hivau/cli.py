@@ -208,24 +208,27 @@ def release(workspace: Path = typer.Option(..., "--workspace"),
             exclude_flagged: str = typer.Option("error", "--exclude-flagged",
                                                 help="error | warn | none: leave out unreviewed drafts with a "
                                                      "failed check at this severity or worse"),
+            task_seed: int = typer.Option(0, "--task-seed", help="seed of the verifiable tasks' distractors and "
+                                          "answer positions"),
             publish: bool = typer.Option(True, "--publish/--no-publish",
                                          help="emit hivau.release.published to the Prefect API (starts retrain)")):
-    """Write the next immutable release folder (parquet, HIVAU / LLaMA-Factory / ms-swift rows, manifest, card)
-    and announce it."""
+    """Write the next immutable release folder (parquet, HIVAU / LLaMA-Factory / ms-swift rows, verifiable tasks,
+    manifest, card) and announce it."""
     from hivau.tasks.release.publish import ReleaseSettings, announce_release, build_release, verify_release
     from hivau.workspace import Workspace
 
     path = build_release(Workspace.at(workspace), ReleaseSettings(include_unreviewed=include_unreviewed,
                                                                   test_fraction=test_fraction,
-                                                                  exclude_flagged=exclude_flagged))
+                                                                  exclude_flagged=exclude_flagged,
+                                                                  task_seed=task_seed))
     manifest = verify_release(path)
     if publish:
         announce_release(path, manifest)
     counts = manifest["counts"]
     held = manifest.get("held_back_by_check") or {}
     console.print(f"release {manifest['name']} at {path}: {counts['rows']} rows {counts['rows_by_split']}, "
-                  f"provenance {counts['rows_by_provenance']}"
-                  + (f"; draft rows left out for failed checks: {held}" if held else ""))
+                  f"provenance {counts['rows_by_provenance']}, {sum(counts.get('vau_tasks', {}).values())} "
+                  f"verifiable tasks" + (f"; draft rows left out for failed checks: {held}" if held else ""))
 
 
 @app.command("export-frames")
