@@ -8,6 +8,7 @@ run: bootstrap
 	bash scripts/run.sh
 
 test: bootstrap
+	bash scripts/bootstrap_exports.sh
 	bash scripts/lint.sh
 	.venv/bin/python -m pytest -q
 

@@ -11,14 +11,37 @@ Field names were checked against the frameworks' own sources:
   `messages` + `videos`, frame lists for the Qwen-VL families) and `swift/template/vision_utils.py`
   (`_check_path`: relative paths resolve against the working directory, or `ROOT_IMAGE_DIR`).
 - VAU-R1 (github.com/GVCLab/VAU-R1): `annotations/test_ucf_crime.csv` for the CSV's columns and `-1` cells.
+
+The verifiable tasks' SFT and GRPO rows (`sft_record`, `swift_grpo_record`, `trl_grpo_record`) were checked against
+VAU-R1's repository and the wheels of the framework versions named (`pip download --no-deps`, unzipped):
+- VAU-R1: `src/open_r1/grpo_gqa.py` (`<think>..</think><answer>..</answer>` and `<glue>[s, e]</glue>`, `format_reward`,
+  `iou_glue_reward`), `src/evaluation/inference_tag_qwen.py` (`<glue>[-1.0, -1.0]</glue>` for a normal video). Here
+  the glue sits inside the answer; hivau.models.rewards reads it there, before or after the answer.
+- TRL 1.16.0: `trl/trainer/grpo_trainer.py` `GRPOTrainer._generate_and_score_completions` (reads `x["prompt"]`, and
+  images only from an `images` (list) or `image` column, put into a conversational prompt by
+  `trl/data_utils.py` `prepare_multimodal_messages`; nothing reads a video column, and the forward pass builds its
+  pixel inputs from those images alone), `GRPOTrainer._calculate_rewards` (every column but `prompt`, `completion`,
+  `completion_ids` goes to each reward function as a keyword list: `solution`, `task`, `options`, ...; a `None`
+  reward is NaN, left out of the sum), `trl/trainer/grpo_config.py` (`remove_unused_columns` defaults to False so
+  those columns stay), `trl/data_utils.py` `is_conversational` (a `prompt` list of `role` dicts).
+- ms-swift 4.6.0: `swift/dataset/preprocessor/core.py` (`RowPreprocessor.standard_keys`: `messages`, `videos`, ...;
+  "compat GRPO: the solution field will be retained"), `swift/dataset/loader.py` `load_dataset(remove_unused_columns=)`,
+  `swift/arguments/rlhf_args.py` (rlhf sets `remove_unused_columns = False`, so extra columns reach the rewards),
+  `swift/rl_core/grpo_algorithm.py` `compute_rewards_per_func` (`reward_func(completions, **kwargs)`: kwargs are the
+  row's columns, batched, plus `trainer_state`; `None` -> NaN), `swift/rlhf_trainers/rollout_mixin.py`
+  `_preprocess_inputs` (`remove_response`: a trailing assistant turn is dropped before rollout, so a GRPO row needs
+  none; ours has only the user turn); the repository's docs/source_en/Instruction/GRPO/DeveloperGuide/
+  reward_function.md ("the original assistant response in the dataset will be discarded"; extra columns as kwargs).
+- LLaMA-Factory 0.9.5: `llamafactory/data/converter.py` `SharegptDatasetConverter` (user/assistant turns in pairs,
+  `_find_medias` joins paths to `media_dir`), `llamafactory/data/parser.py` `get_dataset_list` (`dataset_info.json`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
-from hivau.schemas.records import InstructionRow, VauTaskRow
+from hivau.schemas.records import VAU_R1_COLUMNS, InstructionRow, VauTaskRow
 
 MEDIA_DIR = "media"  # HolmesVAU's `root` inside a release: its `video` paths are relative to this folder
 KIND_OF_LEVEL = {"clip": "clips", "event": "events", "video": "videos"}
@@ -59,11 +82,7 @@ def llamafactory_dataset_info(file_names: dict[str, str], prefix: str = "hivau")
     } for split, name in file_names.items()}
 
 
-# VAU-R1's VAU-Bench CSV (GVCLab/VAU-R1 `annotations/test_ucf_crime.csv`): one row per video, `-1` where a field
-# does not apply, `Reasoning` a dict string of its six parts
-VAU_R1_COLUMNS = ("Video Name", "Question", "Option 1", "Option 2", "Option 3", "Option 4", "Correct Option",
-                  "Key Object", "Description", "Reasoning", "Anomaly Class", "Start Time", "End Time")
-NOT_GIVEN = "-1"
+NOT_GIVEN = "-1"  # VAU-R1's CSV cell for a field that does not apply
 
 
 def vau_r1_rows(tasks: list[VauTaskRow]) -> list[dict]:
@@ -89,3 +108,66 @@ def vau_r1_rows(tasks: list[VauTaskRow]) -> list[dict]:
         rows.append(row)
     return rows
 
+
+# ---------------------------------------------------------------- verifiable tasks for SFT and GRPO (VAU-R1's format)
+# what goes inside <answer></answer> for each task
+ANSWER_FORMS = {
+    "choice": "the letter of the right option (A, B, C or D)",
+    "classify": "the class name, or Normal",
+    "detect": "yes or no",
+    "grounding": "the time span in seconds as <glue>[start, end]</glue>, or <glue>[-1, -1]</glue> if nothing "
+                 "abnormal happens",
+}
+THINK_FORMAT = "Think it through inside <think> </think>, then give your final answer inside <answer> </answer>: {form}."
+ANSWER_FORMAT = "Give your final answer inside <answer> </answer>: {form}."
+
+
+def rl_prompt(task: VauTaskRow, think: bool = True) -> str:
+    """The task's question and the output format it asks for: VAU-R1's `<think>..</think><answer>..</answer>`
+    (`think`), or the answer alone (an SFT row without a reasoning chain); grounding answers in `<glue>[s, e]</glue>`."""
+    how = THINK_FORMAT if think else ANSWER_FORMAT
+    return f"{task.question}\n\n{how.format(form=ANSWER_FORMS[task.task])}"
+
+
+def answer_target(task: VauTaskRow) -> str:
+    """The task's solution as VAU-R1 tags it: `<answer>B</answer>`, `<answer><glue>[12.5, 20.0]</glue></answer>`."""
+    inner = f"<glue>{task.solution}</glue>" if task.task == "grounding" else task.solution
+    return f"<answer>{inner}</answer>"
+
+
+def sft_target(task: VauTaskRow, chain: Optional[str] = None) -> str:
+    """The assistant turn: `<think>{chain}</think>` before the answer when a reasoning chain is given."""
+    think = f"<think>{chain.strip()}</think>" if chain and chain.strip() else ""
+    return think + answer_target(task)
+
+
+def sft_record(task: VauTaskRow, chain: Optional[str] = None, video: Optional[Video] = None) -> dict:
+    """A `messages` + `videos` SFT row (LLaMA-Factory sharegpt/OpenAI style, ms-swift): the prompt asks for the
+    think-then-answer format only when a chain is given, so that prompt and target agree; `video` defaults to the
+    task's media path (relative to the release), or is a list of frame paths."""
+    video = task.media_path if video is None else video
+    return {"messages": [{"role": "user", "content": f"{VIDEO_TAG}{rl_prompt(task, think=chain is not None)}"},
+                         {"role": "assistant", "content": sft_target(task, chain)}],
+            "videos": [video if isinstance(video, str) else list(video)]}
+
+
+def _reward_columns(task: VauTaskRow) -> dict:
+    """Beside the prompt, what the reward functions receive: `id`, `task`, `solution`, `options`, `duration_s`."""
+    return {"id": task.id, "task": task.task, "solution": task.solution, "options": list(task.options),
+            "duration_s": round(task.duration_s, 3)}
+
+
+def swift_grpo_record(task: VauTaskRow, video: Optional[Video] = None) -> dict:
+    """An ms-swift GRPO row: `messages` with the user turn only (swift drops a trailing assistant turn anyway),
+    `videos`, and the columns swift hands each reward function as keyword lists (`solution`, `task`, ...)."""
+    video = task.media_path if video is None else video
+    return {"messages": [{"role": "user", "content": f"{VIDEO_TAG}{rl_prompt(task)}"}],
+            "videos": [video if isinstance(video, str) else list(video)], **_reward_columns(task)}
+
+
+def trl_grpo_record(task: VauTaskRow) -> dict:
+    """A TRL GRPOTrainer row: a conversational `prompt` (no media tag: TRL puts one image block per image before
+    the text), the reward columns, and `video`, the media path relative to the release: TRL 1.16 takes no video,
+    so a user turns it into an `images` column of frames (PIL images) before training."""
+    return {"prompt": [{"role": "user", "content": rl_prompt(task)}], **_reward_columns(task),
+            "video": task.media_path}

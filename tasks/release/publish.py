@@ -27,17 +27,20 @@ from hivau.schemas.records import (
     DRAFT,
     REVIEWED,
     SCHEMA_VERSION,
+    VAU_R1_COLUMNS,
     InstructionRow,
     Split,
     VauTaskRow,
     to_arrow_table,
 )
 from hivau.tasks.release.exports import (
-    VAU_R1_COLUMNS,
     hivau_media_path,
     hivau_record,
     llamafactory_dataset_info,
     messages_record,
+    sft_record,
+    swift_grpo_record,
+    trl_grpo_record,
     vau_r1_rows,
 )
 from hivau.tasks.release.vau import vau_tasks
@@ -48,6 +51,10 @@ from hivau.workspace import Workspace
 LEVEL_ORDER = {"clip": 0, "event": 1, "video": 2}
 TASK_ORDER = {"caption": 0, "judgement": 1, "description": 2, "analysis": 3, "qa": 4}
 
+
+# the verifiable tasks' exports: SFT rows for LLaMA-Factory and ms-swift, GRPO rows for ms-swift and TRL
+RL_EXPORT_FOLDERS = ("sft/llamafactory", "sft/swift", "grpo/swift", "grpo/trl")
+SFT_DATASET_PREFIX = "hivau_vau_sft"  # LLaMA-Factory's dataset names: hivau_vau_sft_train, hivau_vau_sft_test
 
 # the Prefect event a published release emits; the `retrain` deployment's trigger listens for it
 RELEASE_EVENT = "hivau.release.published"
@@ -297,9 +304,34 @@ def dataset_card(manifest: dict) -> str:
         "- `vau_r1/{train,test}.csv`: the video-level tasks in VAU-R1's VAU-Bench columns (`Video Name` is the "
         f"file under `media/{manifest['policy']['dataset']}/videos/{{train,test}}/`; `-1` where a field does not "
         "apply; no `Reasoning` or `Key Object` yet).",
+        *rl_export_card_lines(),
         "- `manifest.json`: counts, the SHA-256 of every file, generators and the release this one follows.", "",
     ]
     return "\n".join(parts)
+
+
+def rl_export_card_lines() -> list[str]:
+    """The card's lines on the verifiable tasks' SFT and GRPO exports."""
+    return [
+        "- `sft/llamafactory/{train,test}.jsonl` and `sft/llamafactory/dataset_info.json` (datasets "
+        f"`{SFT_DATASET_PREFIX}_train`, `{SFT_DATASET_PREFIX}_test`), and the same rows in `sft/swift/{{train,test}}"
+        ".jsonl`: the `vau/` tasks as `messages` + `videos` SFT rows, one per task, whose targets are VAU-R1's tags: "
+        "`<answer>B</answer>`, `<answer><glue>[12.5, 20.0]</glue></answer>` for grounding (`[-1, -1]`: a normal "
+        "video). No reasoning chains exist yet, so there is no `<think>` and the prompt asks for the answer alone; "
+        "rows with `<think>chain</think>` before the answer come in a later release. Use them like `llamafactory/` "
+        "(`dataset_dir` = `sft/llamafactory/`, `media_dir` = this folder) and `swift/` (run from this folder).",
+        "- `grpo/swift/{train,test}.jsonl`: ms-swift GRPO rows (`swift rlhf --rlhf_type grpo`, run from this "
+        "folder): `messages` with the user turn only (its prompt asks for `<think>..</think><answer>..</answer>`, "
+        "spans as `<glue>[start, end]</glue>`), `videos`, and the columns ms-swift passes to reward functions: "
+        "`solution` (a letter, `[start, end]`, a class or Normal, yes/no), `task` (choice, grounding, classify, "
+        "detect), `options` (the choice's four texts, else empty), `id`, `duration_s`.",
+        "- `grpo/trl/{train,test}.jsonl`: TRL `GRPOTrainer` rows (`datasets.load_dataset('json', ...)`): a "
+        "conversational `prompt` and the same reward columns (`solution`, `task`, `options`, `id`, `duration_s`). "
+        "TRL 1.16's GRPOTrainer takes no video (only an `images`/`image` column of PIL images), so `video` holds the "
+        "path of the video, relative to this folder: decode frames from it into an `images` column before training "
+        "(TRL adds one image block per frame to the prompt; for grounding, tell the model each frame's time, "
+        "e.g. in the prompt: `duration_s` is the video's length).",
+    ]
 
 
 # ---------------------------------------------------------------- the release folder
@@ -400,6 +432,8 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     try:
         for folder in ("data", "hivau", "llamafactory", "swift", "vau", "vau_r1"):
             (tmp / folder).mkdir()
+        for folder in RL_EXPORT_FOLDERS:
+            (tmp / folder).mkdir(parents=True)
         first_id = 0  # one id sequence over both splits, as HIVAU-70k's rows have
         for split in ("train", "test"):
             part = [r for r in rows if r.split == split]
@@ -412,8 +446,17 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             split_tasks = [t for t in tasks if t.split == split]
             _write_parquet(split_tasks, tmp / "vau" / f"{split}.parquet", VauTaskRow)
             _write_csv(vau_r1_rows(split_tasks), tmp / "vau_r1" / f"{split}.csv", VAU_R1_COLUMNS)
+            # the verifiable tasks for SFT (answers only: no reasoning chains yet) and GRPO; media relative to the
+            # release, as in llamafactory/ and swift/
+            for folder in ("sft/llamafactory", "sft/swift"):
+                write_jsonl(tmp / folder / f"{split}.jsonl", (sft_record(t, chain=None) for t in split_tasks))
+            write_jsonl(tmp / "grpo" / "swift" / f"{split}.jsonl", (swift_grpo_record(t) for t in split_tasks))
+            write_jsonl(tmp / "grpo" / "trl" / f"{split}.jsonl", (trl_grpo_record(t) for t in split_tasks))
         (tmp / "llamafactory" / "dataset_info.json").write_text(json.dumps(
             llamafactory_dataset_info({s: f"{s}.jsonl" for s in ("train", "test")}), indent=2))
+        (tmp / "sft" / "llamafactory" / "dataset_info.json").write_text(json.dumps(
+            llamafactory_dataset_info({s: f"{s}.jsonl" for s in ("train", "test")}, prefix=SFT_DATASET_PREFIX),
+            indent=2))
         used = {r.item_id for r in rows}
         for item_id, (src, rel) in media.items():
             if item_id in used:
