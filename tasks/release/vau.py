@@ -4,6 +4,7 @@ anomaly yes/no, each with the one answer a program checks (the rewards of VAU-R1
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -66,14 +67,41 @@ def class_distractors(truth: str, rng: random.Random) -> list[str]:
     return rng.sample(pool, 3)
 
 
-def description_distractors(item: Item, others: list[Item], rng: random.Random) -> Optional[list[str]]:
-    """Three descriptions of other items of the level whose class differs from this one's (outside its family);
-    None when the dataset has too few."""
+def family_of(item: Item) -> frozenset[str]:
+    """The class keys an item's distractors must stay out of: its class's family, or Normal."""
     truth = class_of(item)
-    near = {NORMAL} if truth == NORMAL else _family(class_key(truth))
-    pool = sorted({o.description for o in others if o.description and o.description != item.description
-                   and (class_key(class_of(o)) if class_of(o) != NORMAL else NORMAL) not in near})
-    return rng.sample(pool, 3) if len(pool) >= 3 else None
+    return frozenset({NORMAL}) if truth == NORMAL else frozenset(_family(class_key(truth)))
+
+
+class DescriptionPools:
+    """Per level and class family, the sorted descriptions of the items outside that family; each pool is made
+    once (a release asks for one per event and video: scanning every item each time grows with the square)."""
+
+    def __init__(self, items: Iterable[Item]):
+        self.by_class: dict[str, dict[str, set[str]]] = {}
+        for it in items:
+            if it.description:
+                key = NORMAL if class_of(it) == NORMAL else class_key(class_of(it))
+                self.by_class.setdefault(it.level, {}).setdefault(key, set()).add(it.description)
+        self.pools: dict[tuple[str, frozenset[str]], list[str]] = {}
+
+    def pool(self, level: str, near: frozenset[str]) -> list[str]:
+        if (level, near) not in self.pools:
+            classes = self.by_class.get(level, {})
+            self.pools[(level, near)] = sorted(set().union(*(d for k, d in classes.items() if k not in near)))
+        return self.pools[(level, near)]
+
+
+def description_distractors(item: Item, pools: DescriptionPools, rng: random.Random) -> Optional[list[str]]:
+    """Three descriptions of other items of the level whose class is outside this one's family; None when the
+    dataset has too few. The pool is not copied: its own description (if there) is skipped by index."""
+    pool = pools.pool(item.level, family_of(item))
+    own = bisect_left(pool, item.description) if item.description else len(pool)
+    skip = own if own < len(pool) and pool[own] == item.description else len(pool)
+    size = len(pool) - (skip < len(pool))
+    if size < 3:
+        return None
+    return [pool[i + (i >= skip)] for i in rng.sample(range(size), 3)]
 
 
 def choice_row(item: Item, kind: str, truth: str, distractors: list[str], position: int) -> dict:
@@ -121,9 +149,7 @@ def vau_tasks(tables: Tables, rows: list[InstructionRow], splits: dict[str, Spli
     for it in items:
         if it.level == "event":
             events_of.setdefault(it.video_id, []).append(it)
-    by_level: dict[str, list[Item]] = {}
-    for it in items:
-        by_level.setdefault(it.level, []).append(it)
+    pools = DescriptionPools(items)
     classes = ", ".join(sorted(CLASS_NAMES.values()))
     out: list[VauTaskRow] = []
 
@@ -146,7 +172,7 @@ def vau_tasks(tables: Tables, rows: list[InstructionRow], splits: dict[str, Spli
         add(it, {"task": "classify", "id": f"{it.item_id}:classify", "solution": truth, "answer_text": truth,
                  "question": QUESTIONS["classify"].format(what=what, classes=classes)}, own_media, own_duration)
         choices.append((it, "class", truth, class_distractors(truth, rng), "human"))
-        if it.description and (wrong := description_distractors(it, by_level[it.level], rng)):
+        if it.description and (wrong := description_distractors(it, pools, rng)):
             choices.append((it, "description", it.description, wrong, it.description_provenance or "human"))
         video_media = media_of.get(it.video_id)
         if video_media is None:
