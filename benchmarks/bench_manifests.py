@@ -34,11 +34,10 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import write_section  # noqa: E402
+from report import lay_out_as_installed, write_section  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "manifests.json"
@@ -67,11 +66,7 @@ def export_version(rev: str, dest: Path) -> tuple[Path, str]:
     with tarfile.open(archive_path) as tar:
         tar.extractall(src, filter="data")
     archive_path.unlink()
-    package_dir = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
-    # parents before children: "hivau" first, then "hivau.tasks" into it
-    for package, folder in sorted(package_dir.items(), key=lambda kv: kv[0].count(".")):
-        shutil.copytree(src / folder, pkg.joinpath(*package.split(".")), dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    lay_out_as_installed(src, pkg)
     stamp.write_text(commit)
     return pkg, commit
 

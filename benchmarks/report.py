@@ -1,8 +1,11 @@
-"""BENCHMARKS.md is made of sections, one per benchmark script; each script rewrites only its own."""
+"""Shared by the benchmarks: BENCHMARKS.md's sections (each script rewrites only its own) and a checkout laid out as
+the installed package (to run an older commit beside HEAD)."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import tomllib
 from pathlib import Path
 
 REPORT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
@@ -16,3 +19,14 @@ def write_section(name: str, text: str) -> None:
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + "\n\n" + block + "\n"
     REPORT.write_text(updated)
+
+
+def lay_out_as_installed(src: Path, pkg: Path) -> Path:
+    """Copy a checkout's folders into `pkg/hivau/...` as pyproject.toml's package-dir maps them (parents before
+    children: "hivau" first, then "hivau.tasks" into it), so `PYTHONPATH=pkg` imports that version. Returns pkg."""
+    package_dir = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for package, folder in sorted(package_dir.items(), key=lambda kv: kv[0].count(".")):
+        shutil.copytree(src / folder, pkg.joinpath(*package.split(".")), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return pkg
+

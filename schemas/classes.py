@@ -4,6 +4,7 @@ normalises to; the one table the checks, the verifiable tasks and the rewards re
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # surface form (lower case, as prose writes it) -> class key
 CLASS_ALIASES: dict[str, str] = {
@@ -34,6 +35,7 @@ NORMAL = "Normal"
 _BY_LETTERS = {re.sub(r"[^a-z]", "", alias): key for alias, key in CLASS_ALIASES.items()}
 
 
+@lru_cache(maxsize=4096)  # a release asks for the same few labels once per item
 def class_key(label: str) -> str:
     """`Road Accidents`, `RoadAccidents`, `road_accident`, `Car accident` -> `roadaccidents`; an unknown name: its
     lower-case letters."""
