@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import lay_out_as_installed, write_section  # noqa: E402
+from report import lay_out_as_installed, measured_call, write_section
+from report import run_child as report_run_child  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "manifests.json"
@@ -71,19 +72,9 @@ def export_version(rev: str, dest: Path) -> tuple[Path, str]:
     return pkg, commit
 
 
-def child_env(pkg: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PREFECT_API_URL")}
-    return {**env, "PYTHONPATH": str(pkg), "PYTHONDONTWRITEBYTECODE": "1"}
-
-
 def run_child(pkg: Path, spec: dict) -> dict:
     """This file, run as a child with one version on its path, from a neutral folder; its last output line."""
-    spec = {**spec, "pkg": str(pkg)}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          env=child_env(pkg), cwd=tempfile.gettempdir(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {spec['op']} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return report_run_child(Path(__file__).resolve(), pkg, {**spec, "pkg": str(pkg)})
 
 
 # ---------------------------------------------------------------- the synthetic input (child, HEAD's records)
@@ -284,37 +275,15 @@ def the_call(version: str, path: str, target: Path):
 
 
 def child_measure(spec: dict) -> dict:
-    import gc
-    import resource
 
     import hivau
 
     where = Path(hivau.__file__).resolve()
     if not where.is_relative_to(Path(spec["pkg"]).resolve()):
         raise RuntimeError(f"hivau imported from {where}, not from {spec['pkg']}")
-    call = the_call(spec["version"], spec["path"], Path(spec["target"]))
-    gc.collect()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    profiler = None
-    if spec.get("profile"):
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    started = time.perf_counter()
-    count = call()
-    wall = time.perf_counter() - started
-    if profiler:
-        import io
-        import pstats
-
-        profiler.disable()
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
-        Path(spec["profile"]).write_text(text.getvalue())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"wall_s": wall, "peak_mb": peak, "rss_before_call_mb": rss_before, "count": count, "hivau": str(where)}
+    count, figures = measured_call(the_call(spec["version"], spec["path"], Path(spec["target"])), spec.get("profile"),
+                                   top=40)
+    out = {**figures, "count": count, "hivau": str(where)}
     if spec["path"] in ("manifests", "rewrite"):  # rows written per table, counted after the peak was read
         import pyarrow.parquet as pq
 

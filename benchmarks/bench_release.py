@@ -45,7 +45,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import lay_out_as_installed  # noqa: E402
+from report import lay_out_as_installed, measured_call
+from report import run_child as report_run_child  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "release.json"
@@ -87,19 +88,9 @@ def export_version(rev: str, dest: Path) -> str:
     return label
 
 
-def child_env(snap: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PREFECT_API_URL")}
-    return {**env, "PYTHONPATH": str(snap / "pkg"), "PYTHONDONTWRITEBYTECODE": "1"}
-
-
 def run_child(snap: Path, spec: dict) -> dict:
     """This file, run as a child with one version on its path, from a neutral folder; its last output line."""
-    spec = {**spec, "snap": str(snap)}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                          env=child_env(snap), cwd=tempfile.gettempdir(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {spec['op']} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return report_run_child(Path(__file__).resolve(), snap / "pkg", {**spec, "snap": str(snap)})
 
 
 # ---------------------------------------------------------------- children
@@ -188,39 +179,17 @@ def folder_figures(release: Path) -> dict:
 
 
 def child_release(spec: dict) -> dict:
-    import gc
-    import resource
-
     where = check_origin(spec["snap"])
     from hivau.tasks.release.publish import ReleaseSettings, build_release
     from hivau.workspace import Workspace
 
     ws = Workspace.at(spec["ws"])
-    settings = ReleaseSettings(include_unreviewed=True)
-    gc.collect()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    profiler = None
-    if spec.get("profile"):
-        import cProfile
-
-        profiler = cProfile.Profile()
-        profiler.enable()
-    started = time.perf_counter()
-    release = build_release(ws, settings)
-    wall = time.perf_counter() - started
-    if profiler:
-        import io
-        import pstats
-
-        profiler.disable()
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(15)
-        Path(spec["profile"]).write_text(text.getvalue())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    release, figures = measured_call(lambda: build_release(ws, ReleaseSettings(include_unreviewed=True)),
+                                     spec.get("profile"))
     counts = json.loads((release / "manifest.json").read_text())["counts"]
-    return {"wall_s": wall, "peak_mb": peak, "rss_before_call_mb": rss_before, "hivau": where,
-            "release": release.name, "rows": counts["rows"], "vau_tasks": sum(counts.get("vau_tasks", {}).values()),
-            "rows_by_split": counts["rows_by_split"], **folder_figures(release)}
+    return {**figures, "hivau": where, "release": release.name, "rows": counts["rows"],
+            "vau_tasks": sum(counts.get("vau_tasks", {}).values()), "rows_by_split": counts["rows_by_split"],
+            **folder_figures(release)}
 
 
 # ---------------------------------------------------------------- the parent

@@ -205,10 +205,13 @@ def row_order(row: InstructionRow) -> tuple:
     return (row.source_video, LEVEL_ORDER[row.level], row.item_id, TASK_ORDER[row.task], row.qa_type or "")
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder: json.dumps with options builds one per call
+
+
 def write_jsonl(path: Path, records) -> None:
     with open(path, "w") as fh:
         for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.write(_JSON.encode(record) + "\n")
 
 
 def sha256_file(path: Path) -> str:
@@ -441,15 +444,16 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             write_jsonl(tmp / "hivau" / f"{split}.jsonl", (hivau_record(first_id + i, r) for i, r in enumerate(part)))
             first_id += len(part)
             # media paths relative to the release: LLaMA-Factory is given it as media_dir, swift runs from it
-            for folder in ("llamafactory", "swift"):
-                write_jsonl(tmp / folder / f"{split}.jsonl", (messages_record(r, r.media_path) for r in part))
+            # LLaMA-Factory and ms-swift read the same rows: written once, copied
+            write_jsonl(tmp / "llamafactory" / f"{split}.jsonl", (messages_record(r, r.media_path) for r in part))
+            shutil.copyfile(tmp / "llamafactory" / f"{split}.jsonl", tmp / "swift" / f"{split}.jsonl")
             split_tasks = [t for t in tasks if t.split == split]
             _write_parquet(split_tasks, tmp / "vau" / f"{split}.parquet", VauTaskRow)
             _write_csv(vau_r1_rows(split_tasks), tmp / "vau_r1" / f"{split}.csv", VAU_R1_COLUMNS)
             # the verifiable tasks for SFT (answers only: no reasoning chains yet) and GRPO; media relative to the
             # release, as in llamafactory/ and swift/
-            for folder in ("sft/llamafactory", "sft/swift"):
-                write_jsonl(tmp / folder / f"{split}.jsonl", (sft_record(t, chain=None) for t in split_tasks))
+            write_jsonl(tmp / "sft" / "llamafactory" / f"{split}.jsonl", (sft_record(t, chain=None) for t in split_tasks))
+            shutil.copyfile(tmp / "sft" / "llamafactory" / f"{split}.jsonl", tmp / "sft" / "swift" / f"{split}.jsonl")
             write_jsonl(tmp / "grpo" / "swift" / f"{split}.jsonl", (swift_grpo_record(t) for t in split_tasks))
             write_jsonl(tmp / "grpo" / "trl" / f"{split}.jsonl", (trl_grpo_record(t) for t in split_tasks))
         (tmp / "llamafactory" / "dataset_info.json").write_text(json.dumps(
