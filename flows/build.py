@@ -110,7 +110,7 @@ def cut_review_media(workspace: str, video_ids: list[str], context_s: float) -> 
 
 @task(cache_policy=NO_CACHE)
 def roll_up_texts(workspace: str, video_ids: list[str], settings: RollupSettings) -> str:
-    """Event and video summaries with their splits, and 5W2H pairs; LLM answers are cached in state/."""
+    """Event and video summaries with their splits, 5W2H pairs and reasoning chains; LLM answers are cached in state/."""
     logger = get_run_logger()
     ws = Workspace.at(workspace)
     with progress_bar("drafting summaries and QA", total=len(video_ids)) as advance:
@@ -290,7 +290,8 @@ def build_hivau(
     print(f"done: batch {batch}: {summary.get('videos_processed', 0)} videos processed, "
           f"{summary.get('videos_quarantined', 0)} quarantined, {summary.get('events', 0)} events, "
           f"{summary.get('clips', 0)} clips, {summary.get('captions', 0)} captions, {summary.get('summaries', 0)} "
-          f"summaries, {summary.get('qa_pairs', 0)} QA pairs, {summary.get('motion_phrases', 0)} motion phrases; "
+          f"summaries, {summary.get('qa_pairs', 0)} QA pairs, {summary.get('chains', 0)} reasoning chains, "
+          f"{summary.get('motion_phrases', 0)} motion phrases; "
           f"checks: {summary.get('flagged_error', 0)} texts with an error flag, {summary.get('flagged_warn', 0)} "
           f"with warnings, {summary.get('drafts_repaired', 0)} drafts repaired, "
           f"{summary.get('drafts_still_failing', 0)} still failing; "

@@ -276,8 +276,7 @@ class Workspace:
         folder = self.manifests.resolve()
         return Tables(**{name: [TABLE_MODELS[name].model_validate(row) for row in pq.read_table(path).to_pylist()]
                             if (path := folder / f"{name}.parquet").is_file() else []
-                            for name in ("videos", "events", "clips", "captions", "summaries", "qa", "motion_phrases",
-                                         "checks")})
+                            for name in Tables.names()})
 
     @contextmanager
     def manifest_set(self) -> Iterator["ManifestSet"]:

@@ -68,9 +68,22 @@ ANALYSIS_QUESTIONS = (
     "Give the reasoning behind your judgement of this video.",
     "What details support the conclusion that this video is abnormal?",
 )
+# reasoning rows (hivau's own: HIVAU-70k has none): the answer is the item's chain, perception to conclusion
+REASONING_QUESTIONS = (
+    "Reason step by step about this video: what do you see, what does it mean, and is there an anomaly?",
+    "Describe the scene and what happens over time, then explain whether this is an anomaly and why.",
+    "Walk through the video: first what is seen, then what it means, then your conclusion about any anomaly.",
+    "Think through this video from observation to judgement: is anything abnormal happening?",
+    "What do you observe, how do you interpret it, and what do you conclude about anomalies in this video?",
+    "Explain your reasoning, from the scene and the events in order to a judgement of normal or abnormal.",
+    "Look at the video step by step and reason out whether it contains an anomaly, and of which kind.",
+    "Give your chain of reasoning: perception of the scene and events, their cause and effect, and a conclusion.",
+    "Reason from what happens in the video to whether it is anomalous, naming the kind of anomaly if any.",
+    "First describe what the video shows over time, then judge whether it is normal or anomalous, and why.",
+)
 TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
     ("clip", "caption"): CAPTION_QUESTIONS,
     **{(level, task): pool for level in ("event", "video")
        for task, pool in (("judgement", JUDGEMENT_QUESTIONS), ("description", DESCRIPTION_QUESTIONS),
-                          ("analysis", ANALYSIS_QUESTIONS))},
+                          ("analysis", ANALYSIS_QUESTIONS), ("reasoning", REASONING_QUESTIONS))},
 }

@@ -6,6 +6,7 @@ from functools import lru_cache
 from importlib import resources
 
 SUMMARY_CONTROLS = ("summary", "judgement", "description", "analysis")
+CHAIN_CONTROL = "chain"  # the event and video configs' reasoning chain, one text of labelled lines
 QA_CONTROLS = tuple(f"{side}_{t}" for t in ("what", "who", "where", "when", "how", "how_much", "why")
                     for side in ("q", "a"))
 

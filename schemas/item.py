@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +18,7 @@ from hivau.schemas.records import (
     QAPair,
     QuarantineLevel,
     QuarantineRecord,
+    ReasoningChain,
     SourceVideo,
     Split,
     Summary,
@@ -82,6 +83,7 @@ class VideoItem(BaseModel):
     captions: list[Caption] = Field(default_factory=list)
     summaries: list[Summary] = Field(default_factory=list)
     qa: list[QAPair] = Field(default_factory=list)
+    chains: list[ReasoningChain] = Field(default_factory=list)  # drafted reasoning chains of events and the video
     motion_phrases: list[MotionPhraseRecord] = Field(default_factory=list)
     checks: list[CheckRecord] = Field(default_factory=list)  # the failed checks of its texts (the verify stage)
     repairs: list["RepairRecord"] = Field(default_factory=list)  # LLM drafts asked again after failing a check
@@ -118,7 +120,7 @@ class RepairRecord(BaseModel):
 
     item_id: str
     level: str
-    target: str  # summary, qa
+    target: str  # summary, qa, chain
     attempts: int  # repair requests sent (each cached)
     failed_before: list[str] = Field(default_factory=list)  # the error checks of the first draft
     failed_after: list[str] = Field(default_factory=list)  # those of the kept draft: empty when repaired
@@ -159,8 +161,14 @@ class Tables:
     captions: list[Caption] = field(default_factory=list)
     summaries: list[Summary] = field(default_factory=list)
     qa: list[QAPair] = field(default_factory=list)
+    chains: list[ReasoningChain] = field(default_factory=list)
     motion_phrases: list[MotionPhraseRecord] = field(default_factory=list)
     checks: list[CheckRecord] = field(default_factory=list)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The manifest tables these lists are read from and written to."""
+        return tuple(f.name for f in fields(cls))
 
     @classmethod
     def of(cls, items: Iterable[VideoItem]) -> "Tables":
@@ -175,6 +183,7 @@ class Tables:
             out.captions += item.captions
             out.summaries += item.summaries
             out.qa += item.qa
+            out.chains += item.chains
             out.motion_phrases += item.motion_phrases
             out.checks += item.checks
         return out

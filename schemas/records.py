@@ -10,11 +10,11 @@ from typing import Literal, Optional, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 # 1.1: reviews by span, every annotation kept, rows name their annotation; 1.2: release rows carry motion phrases;
-# 1.3: the `checks` table (draft checks' flags)
-SCHEMA_VERSION = "1.4"
+# 1.3: the `checks` table (draft checks' flags); 1.4: declared splits; 1.5: reasoning chains (`chains`, `reasoning` rows)
+SCHEMA_VERSION = "1.5"
 
 Level = Literal["clip", "event", "video"]
-InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa"]
+InstructionTask = Literal["caption", "judgement", "description", "analysis", "qa", "reasoning"]
 QAType = Literal["what", "who", "where", "when", "how", "how_much", "why"]
 Provenance = Literal["human", "auto_draft", "accepted", "edited", "rejected", "boundaries_corrected"]
 # Text that passed a person: the only text a release takes by default; a machine draft nobody has judged yet.
@@ -32,7 +32,7 @@ Severity = Literal["error", "warn"]
 __all__ = [
     "SCHEMA_VERSION", "REVIEWED", "DRAFT", "Level", "InstructionTask", "QAType", "Provenance", "CutMode",
     "AnnotationFormat", "Split", "DeclaredSplit",
-    "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "QuarantineRecord",
+    "Generator", "SourceVideo", "Event", "Clip", "Caption", "Summary", "QAPair", "ReasoningChain", "QuarantineRecord",
     "MotionPhraseRecord", "CheckRecord", "Severity", "ReviewedText", "ReviewRecord", "InstructionRow", "arrow_schema", "to_arrow_table",
     "read_release_rows", "read_release_ids", "read_vau_rows", "TABLE_MODELS", "VauTask", "VauTaskRow",
     "CHOICE_LETTERS", "NO_SPAN", "VAU_R1_COLUMNS",
@@ -153,6 +153,19 @@ class QAPair(Record):
     annotation_id: Optional[int] = None  # the reviewer's annotation this text came from, if any
 
 
+class ReasoningChain(Record):
+    """The reasoning chain of one event or video (perception -> cognition -> conclusion), one text of labelled
+    lines (`hivau.schemas.chains`); its own provenance: a drafted chain beside a human summary is still a draft."""
+
+    item_id: str
+    level: Level
+    video_id: str
+    text: str
+    provenance: Provenance
+    generator: Generator
+    annotation_id: Optional[int] = None  # the reviewer's annotation this text came from, if any
+
+
 class QuarantineRecord(Record):
     """Something the run could not use, and why. Nothing is dropped without one of these."""
 
@@ -162,7 +175,7 @@ class QuarantineRecord(Record):
     reason: str
     detail: str
     stage: Literal["ingest", "probe", "validate", "cut", "caption", "summarize", "qa", "motion", "review-media",
-                   "verify", "verify-captions"]
+                   "verify", "verify-captions", "reason"]
     source: Optional[str] = None
 
 
@@ -328,6 +341,7 @@ TABLE_MODELS: dict[str, type[Record]] = {
     "captions": Caption,
     "summaries": Summary,
     "qa": QAPair,
+    "chains": ReasoningChain,
     "motion_phrases": MotionPhraseRecord,
     "checks": CheckRecord,
     "quarantine": QuarantineRecord,

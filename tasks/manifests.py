@@ -34,6 +34,7 @@ class RunSummary(BaseModel):
     captions: int = 0
     summaries: int = 0
     qa_pairs: int = 0
+    chains: int = 0  # reasoning chains of events and videos
     motion_phrases: int = 0
     reviews: int = 0  # stored Label Studio annotations, every annotator's
     reviews_unmatched: int = 0  # "N reviews no longer match a segment": kept, listed, never moved to other times
@@ -62,7 +63,8 @@ class RunSummary(BaseModel):
         self.events, self.clips = self.events + len(item.planned_events), self.clips + len(item.planned_clips)
         self.captions, self.summaries = self.captions + len(item.captions), self.summaries + len(item.summaries)
         self.qa_pairs, self.motion_phrases = self.qa_pairs + len(item.qa), self.motion_phrases + len(item.motion_phrases)
-        for t in [*item.captions, *item.summaries, *item.qa]:
+        self.chains += len(item.chains)
+        for t in [*item.captions, *item.summaries, *item.qa, *item.chains]:
             key = f"{t.__class__.__name__.lower()}:{t.generator.backend}"
             self.texts_by_generator[key] = self.texts_by_generator.get(key, 0) + 1
         self.add_checks(item)
@@ -182,7 +184,7 @@ def write_manifests(ws: Workspace, rule: Optional[ReviewRule] = None) -> MergeRe
                 out.add(table, getattr(merged, table))
             out.add("motion_phrases", merged_motion(ws, item.video_id, merged))
             out.add("checks", item.checks)
-            provenance.update(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa")
+            provenance.update(f"{table}:{row.provenance}" for table in ("captions", "summaries", "qa", "chains")
                               for row in getattr(merged, table))
         for video_id in ws.review_video_ids():  # reviews of videos no batch holds any more
             if video_id not in owner:

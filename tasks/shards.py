@@ -162,6 +162,7 @@ def apply_reviewed_boundaries(item: VideoItem, reviews: dict[str, ReviewRecord])
     item.captions = [c for c in item.captions if c.item_id not in stale]
     item.summaries = [x for x in item.summaries if x.item_id not in stale]
     item.qa = [q for q in item.qa if q.item_id not in stale]
+    item.chains = [c for c in item.chains if c.item_id not in stale]
     return item
 
 

@@ -99,6 +99,16 @@ def grounded_answer(body: dict) -> dict:
         answers = {k: f"{k}: {first}" for k in kinds} | {"when": f"It happens {when}."}
         return {"pairs": [{"qa_type": k, "question": f"{k.replace('_', ' ').title()}?", "answer": answers[k]}
                           for k in kinds]}
+    if name == "ChainOut":
+        timed = re.findall(r"^- \[([\d.]+)-([\d.]+) s\] (.*)$", text, re.M)
+        label = re.search(r"labelled as an anomaly: ([^.\n]+)\.", text)
+        return {"scene": "The scene the texts describe.", "what_happens": f"It begins with: {first}",
+                "observations": [{"start_s": float(a), "end_s": float(b), "text": t} for a, b, t in timed],
+                "why": "This departs from normal behaviour." if anomalous else "Only ordinary activity is seen.",
+                "cause": "It starts in the first clip." if anomalous else None,
+                "consequence": f"It ends {when}." if anomalous else None,
+                "conclusion": f"An anomaly occurs: {label.group(1) if label else 'anomaly'}, {when}." if anomalous
+                else "No anomaly occurs; it is normal."}
     raise ValueError(f"no grounded answer for schema {name!r}")
 
 

@@ -297,6 +297,6 @@ def test_the_optional_llm_judge_flags_what_it_would_discard(tmp_path):
         # the verify stage keeps the judge's flag beside its own
         assert "llm_judge" in {c.check for c in verify_item(item.model_copy(update={"status": "done"})).checks}
         run_rollup([cut_item("vidJ")], tmp_path / "cache", settings)
-        assert len(server.completions) == 3 * 3  # a second run is answered from the cache
+        assert len(server.completions) == 3 * 4  # summary, QA, judge, chain of each; a second run: from the cache
     off = RollupSettings()
     assert off.judge is False

@@ -9,6 +9,7 @@ from openai_server import FakeOpenAI, Hang, MalformedBody, Reply, Status, ground
 from rollup_items import cut_item
 
 from hivau.schemas import reasons
+from hivau.schemas.chains import parse_chain
 from hivau.tasks.text.llm import LLMSettings, extract_json, strict_schema
 from hivau.tasks.text.rollup import RollupSettings, SummaryOut, run_rollup
 
@@ -58,25 +59,37 @@ def test_valid_rollup_lands_on_the_right_items(server, tmp_path, monkeypatch):
     assert "25.0 s to 33.0 s" in next(p.answer for p in qa if p.qa_type == "when")
     assert {p.item_id for p in a.qa} == {"vidA_E0", "vidA_E1", "vidA"}
     # every request asked for a strict JSON schema
-    assert len(server.completions) == run.usage.requests == 10  # 5 summaries and 5 QA sets
+    assert len(server.completions) == run.usage.requests == 15  # 5 summaries, 5 QA sets and 5 reasoning chains
     assert all(s.body["response_format"]["type"] == "json_schema" for s in server.completions)
     assert run.usage.prompt_tokens > 0 and run.usage.completion_tokens > 0
     assert not failures(a) and not failures(n)
+    # a reasoning chain per event and video, on its own item: its observations carry that item's times
+    chains = {c.item_id: c for c in a.chains + n.chains}
+    assert set(chains) == {"vidA_E0", "vidA_E1", "vidA", "vidN_E0", "vidN"}
+    for c in chains.values():
+        assert c.provenance == "auto_draft" and c.generator.prompt_version == "reasoning_chain@1"
+    for event in a.planned_events:
+        parsed = parse_chain(chains[event.event_id].text)
+        assert [(s, e) for s, e, _ in parsed.observations] == [(event.start_s, event.start_s + 4),
+                                                                (event.start_s + 4, event.end_s)]
+        assert "Robbery" in parsed.conclusion and parsed.cause and parsed.consequence
+    assert parse_chain(chains["vidN"].text).conclusion.startswith("No anomaly")
+    assert not parse_chain(chains["vidN"].text).cause  # a normal item's chain has no cause or consequence
 
 
 def test_rerun_answers_from_cache_without_requests(server, tmp_path):
     items = [cut_item(f"v{i}", offset_s=i) for i in range(3)]
     first = roll(items, server, tmp_path)
     sent = len(server.completions)
-    assert sent == first.usage.requests == 3 * 6
+    assert sent == first.usage.requests == 3 * 9
     second = roll(items, server, tmp_path)
     assert len(server.completions) == sent and second.usage.requests == 0
     assert second.usage.cache_hits == sent
-    dump = lambda run: [[s.model_dump() for s in it.summaries] + [p.model_dump() for p in it.qa] for it in run.items]
+    dump = lambda run: [[x.model_dump() for x in [*it.summaries, *it.qa, *it.chains]] for it in run.items]
     assert dump(first) == dump(second)
     # another model, or another prompt text, is a different question
     roll(items[:1], server, tmp_path, model="other-model")
-    assert len(server.completions) == sent + 6
+    assert len(server.completions) == sent + 9
 
 
 def test_json_text_fallback_parses_fenced_answers(tmp_path):
@@ -87,6 +100,7 @@ def test_json_text_fallback_parses_fenced_answers(tmp_path):
     with FakeOpenAI(responder=fenced) as srv:
         run = roll([cut_item("vidT")], srv, tmp_path, structured_output="json_text")
     assert len(run.items[0].summaries) == 3 and len(run.items[0].qa) == 21 and not failures(run.items[0])
+    assert len(run.items[0].chains) == 3
 
 
 def test_429_honours_retry_after(server, tmp_path):
@@ -108,8 +122,8 @@ def test_one_fault_is_recovered(server, tmp_path, fault):
     run = roll([cut_item("vidF", n_events=1)], server, tmp_path, concurrency=1, timeout_s=1.0)
     item = run.items[0]
     assert not failures(item), failures(item)
-    assert len(item.summaries) == 2 and len(item.qa) == 14
-    assert run.usage.retries == 1 and run.usage.requests == 4 + 1
+    assert len(item.summaries) == 2 and len(item.qa) == 14 and len(item.chains) == 2
+    assert run.usage.retries == 1 and run.usage.requests == 6 + 1
 
 
 @pytest.mark.parametrize("fault,reason,tries", [
@@ -147,8 +161,9 @@ def test_persistent_fault_is_recorded_and_the_run_goes_on(tmp_path, fault, reaso
     # a failed answer is not cached: a later run asks again (and here succeeds)
     with FakeOpenAI() as srv:
         again = roll([vid_p], srv, tmp_path)
-        # the missing event summary, then the video's summary and QA (their input changed); nothing else
-        assert len(srv.completions) == 3
+        # the missing event summary, then the event's chain (it now sees the summary), the video's summary, QA and
+        # chain (their input changed); nothing else
+        assert len(srv.completions) == 5
     assert not failures(again.items[0]) and {s.item_id for s in again.items[0].summaries} == {"vidP_E0", "vidP_E1", "vidP"}
 
 
@@ -173,7 +188,7 @@ def test_concurrency_cap_is_respected(tmp_path):
 
         srv.responder = counting
         roll([cut_item(f"c{i}", offset_s=i) for i in range(4)], srv, tmp_path, concurrency=3)
-    assert peak[0] <= 3 and len(srv.completions) == 24
+    assert peak[0] <= 3 and len(srv.completions) == 36
 
 
 def test_strict_schema_and_json_extraction():

@@ -58,7 +58,7 @@ def test_release_folder_is_versioned_immutable_and_readable(fresh_workspace, fix
     assert set(train.provenance) | set(test.provenance) <= {"human", "auto_draft"}
     for path in pd.concat([train, test]).media_path:
         assert (first / path).is_file()
-    assert {"caption", "judgement", "description", "analysis", "qa"} == set(train.task) | set(test.task)
+    assert {"caption", "judgement", "description", "analysis", "qa", "reasoning"} == set(train.task) | set(test.task)
     # caption and description rows carry the motion phrases of their answer (the trainer's L_ML targets), and
     # no other row does; the trainer reads them as they are
     from hivau.models.data import motion_targets

@@ -150,6 +150,21 @@ def test_review_configs_are_validated_by_label_studio(label_studio):
         lsc.create_project("config check broken", broken)
 
 
+def test_a_project_made_before_chains_gains_the_chain_field(label_studio, fresh_workspace):
+    """A workspace reviewed with an earlier hivau keeps its projects; a push brings their configs up to date, so
+    the chains it now drafts reach the editor."""
+    ws, st, lsc = Workspace.at(fresh_workspace), settings(label_studio), client(label_studio)
+    current = load_config("event")
+    earlier = re.sub(r'\s*<Header value="Reasoning chain[^>]*/>\s*<TextArea name="chain"[^>]*/>', "", current)
+    assert 'name="chain"' not in earlier and earlier != current
+    old = lsc.create_project(st.project_title(ws, "event"), earlier)
+    push(ws, lsc, st)
+    assert lsc.label_config(old["id"]).strip() == current.strip()
+    events = tasks_by_item(lsc, ws, st, "event")
+    with_chain = {i for i, t in events.items() if any(r["from_name"] == "chain" for r in t["predictions"][-1]["result"])}
+    assert with_chain and with_chain == {c.item_id for c in ws.read_records("chains") if c.level == "event"}
+
+
 def test_push_is_idempotent_and_a_changed_draft_becomes_a_new_prediction(label_studio, fresh_workspace):
     ws, st, lsc = Workspace.at(fresh_workspace), settings(label_studio), client(label_studio)
     first = push(ws, lsc, st)
@@ -195,8 +210,13 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     edited_annotation = annotate(lsc, clips[edited_clip], "accept",
                                  {"caption": "A person in grey walks to the left, then stops."})
     annotate(lsc, clips[rejected_clip], "reject")
+    assert any(r["from_name"] == "chain" for r in events[edited_event]["predictions"][-1]["result"])
+    chain = ("Perception:\nScene: Two people stand near a door.\n[1.0-2.0 s] One pushes the other.\n"
+             "Cognition:\nWhat happens: They fight.\nWhy: One attacks the other.\nCause: An argument.\n"
+             "Consequence: One falls.\nConclusion: An anomaly occurs: a fight.")
     annotate(lsc, events[edited_event], "accept", {"description": "Two people fight near the door.",
-                                                    "a_why": "Because one person attacks the other."})
+                                                    "a_why": "Because one person attacks the other.",
+                                                    "chain": chain})
     data = events[moved_event]["data"]
     f0, f1 = seconds_to_frames(data["start_s"] - data["offset_s"], data["end_s"] - data["offset_s"], data["fps"])
     moved_annotation = annotate(lsc, events[moved_event], "accept", timeline=(f0 + 25, f1))  # start 1 s later
@@ -216,6 +236,9 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     qa = {(q.item_id, q.qa_type): q for q in ws.read_records("qa")}
     assert qa[(edited_event, "why")].answer == "Because one person attacks the other."
     assert qa[(edited_event, "why")].provenance == "edited" and qa[(edited_event, "who")].provenance == "accepted"
+    chains = {c.item_id: c for c in ws.read_records("chains")}
+    assert chains[edited_event].text == chain and chains[edited_event].provenance == "edited"  # line for line
+    assert chains[video_id].provenance == "accepted"
 
     # the moved boundary: event re-cut on the new times, its texts marked for regeneration
     event = {e.event_id: e for e in ws.read_records("events")}[moved_event]
@@ -224,6 +247,7 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     assert abs(event.cut_start_s - event.start_s) < 0.05
     assert summaries[moved_event].provenance == "boundaries_corrected"
     assert {q.provenance for (i, _), q in qa.items() if i == moved_event} == {"boundaries_corrected"}
+    assert chains[moved_event].provenance == "boundaries_corrected"
 
     # a second pull with nothing new changes nothing on disk
     before = file_hashes(ws.manifests)
@@ -242,7 +266,15 @@ def test_reviews_reach_the_release_exactly(label_studio, fresh_workspace, prefec
     assert answers[(edited_clip, "caption", None)] == "A person in grey walks to the left, then stops."
     assert answers[(edited_event, "description", None)] == "Two people fight near the door."
     assert answers[(edited_event, "qa", "why")] == "Because one person attacks the other."
+    assert answers[(edited_event, "reasoning", None)] == chain
     assert not {rejected_clip, moved_event} & {r["item_id"] for r in rows}
+    # the reviewed chains think before the verifiable tasks' answers; a draft chain nobody reviewed does not
+    sft = [json.loads(line) for s in ("train", "test") for line in (release / "sft/swift" / f"{s}.jsonl").open()]
+    tasks = pq.read_table(release / "vau/train.parquet").to_pylist() + pq.read_table(release / "vau/test.parquet").to_pylist()
+    thought = {t["item_id"] for t, row in zip(tasks, sft) if row["messages"][1]["content"].startswith("<think>")}
+    assert thought == {video_id, edited_event} & {t["item_id"] for t in tasks}
+    assert video_id in thought and all(f"<think>{chain}</think>" in row["messages"][1]["content"]
+                                       for t, row in zip(tasks, sft) if t["item_id"] == edited_event)
 
     drafts_too = build_release(ws, ReleaseSettings(include_unreviewed=True))
     rows = pq.read_table(drafts_too / "data" / "train.parquet").to_pylist() + \

@@ -41,6 +41,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from hivau.schemas.chains import vau_r1_reasoning
 from hivau.schemas.records import VAU_R1_COLUMNS, InstructionRow, VauTaskRow
 
 MEDIA_DIR = "media"  # HolmesVAU's `root` inside a release: its `video` paths are relative to this folder
@@ -85,9 +86,11 @@ def llamafactory_dataset_info(file_names: dict[str, str], prefix: str = "hivau")
 NOT_GIVEN = "-1"  # VAU-R1's CSV cell for a field that does not apply
 
 
-def vau_r1_rows(tasks: list[VauTaskRow]) -> list[dict]:
+def vau_r1_rows(tasks: list[VauTaskRow], chains: Optional[dict[str, str]] = None) -> list[dict]:
     """VAU-R1's CSV rows from a release's video-level tasks: its question is our description choice (else the
-    class choice), its times our grounding answer ([-1, -1] for a normal video, as VAU-R1 answers)."""
+    class choice), its times our grounding answer ([-1, -1] for a normal video, as VAU-R1 answers), its
+    `Reasoning` the video's released chain in VAU-R1's six parts (`chains`: item id -> chain text)."""
+    chains = chains or {}
     by_video: dict[str, dict[str, VauTaskRow]] = {}
     for t in tasks:
         if t.level == "video":
@@ -102,6 +105,8 @@ def vau_r1_rows(tasks: list[VauTaskRow]) -> list[dict]:
                     "Anomaly Class": own["classify"].solution if "classify" in own else NOT_GIVEN,
                     "Description": described.answer_text if described else NOT_GIVEN,
                     "Start Time": span[0], "End Time": span[1]})
+        if video_id in chains:
+            row["Reasoning"] = vau_r1_reasoning(chains[video_id], row["Anomaly Class"])
         if choice is not None:
             row.update({"Question": choice.question.split("\n", 1)[0], "Correct Option": choice.solution,
                         **{f"Option {i + 1}": text for i, text in enumerate(choice.options)}})

@@ -49,7 +49,7 @@ from hivau.workspace import Workspace
 
 # the fixture's row order: per source video its clips, events, then the video; tasks in HIVAU's order
 LEVEL_ORDER = {"clip": 0, "event": 1, "video": 2}
-TASK_ORDER = {"caption": 0, "judgement": 1, "description": 2, "analysis": 3, "qa": 4}
+TASK_ORDER = {"caption": 0, "judgement": 1, "description": 2, "analysis": 3, "qa": 4, "reasoning": 5}
 
 
 # the verifiable tasks' exports: SFT rows for LLaMA-Factory and ms-swift, GRPO rows for ms-swift and TRL
@@ -115,7 +115,8 @@ def admitted(provenance: str, include_unreviewed: bool) -> bool:
 
 # the texts a release row is made of, as the checks name them (a flag on the whole summary covers its parts)
 ROW_TARGETS = {"caption": ("caption",), "judgement": ("summary", "judgement"),
-               "description": ("summary", "description"), "analysis": ("summary", "analysis")}
+               "description": ("summary", "description"), "analysis": ("summary", "analysis"),
+               "reasoning": ("chain:perception", "chain:cognition", "chain:conclusion")}
 
 
 def flagged_targets(tables: Tables, policy: str) -> dict[tuple[str, str], list[str]]:
@@ -190,6 +191,10 @@ def instruction_rows(tables: Tables, settings: ReleaseSettings, media_of: dict[s
     for q in tables.qa:
         add(f"{q.item_id}:qa:{q.qa_type}", q.item_id, q.level, "qa", q.video_id, q.question, q.answer,
             q.provenance, q.generator, q.annotation_id, qa_type=q.qa_type)
+    for c in tables.chains:
+        row_id = f"{c.item_id}:reasoning"
+        add(row_id, c.item_id, c.level, "reasoning", c.video_id, pick_template(c.level, "reasoning", row_id), c.text,
+            c.provenance, c.generator, c.annotation_id)
     flagged = flagged_targets(tables, settings.exclude_flagged)
     kept = []
     for row in rows:
@@ -306,7 +311,12 @@ def dataset_card(manifest: dict) -> str:
         "(`counts.vau_tasks`).",
         "- `vau_r1/{train,test}.csv`: the video-level tasks in VAU-R1's VAU-Bench columns (`Video Name` is the "
         f"file under `media/{manifest['policy']['dataset']}/videos/{{train,test}}/`; `-1` where a field does not "
-        "apply; no `Reasoning` or `Key Object` yet).",
+        "apply; `Reasoning` is the video's released chain as VAU-R1's six-part dict, `-1` without one; no `Key "
+        "Object`).",
+        "- `reasoning` rows (events and videos, in `data/` and every conversation export): the item's reasoning "
+        "chain, one labelled field per line: `Perception:` (`Scene:`, then `[start-end s]` per clip or event, in "
+        "seconds of the source video), `Cognition:` (`What happens:`, `Why:`, `Cause:`, `Consequence:`), "
+        "`Conclusion:` (agrees with the label). Released under the same review rules as every other text.",
         *rl_export_card_lines(),
         "- `manifest.json`: counts, the SHA-256 of every file, generators and the release this one follows.", "",
     ]
@@ -319,9 +329,11 @@ def rl_export_card_lines() -> list[str]:
         "- `sft/llamafactory/{train,test}.jsonl` and `sft/llamafactory/dataset_info.json` (datasets "
         f"`{SFT_DATASET_PREFIX}_train`, `{SFT_DATASET_PREFIX}_test`), and the same rows in `sft/swift/{{train,test}}"
         ".jsonl`: the `vau/` tasks as `messages` + `videos` SFT rows, one per task, whose targets are VAU-R1's tags: "
-        "`<answer>B</answer>`, `<answer><glue>[12.5, 20.0]</glue></answer>` for grounding (`[-1, -1]`: a normal "
-        "video). No reasoning chains exist yet, so there is no `<think>` and the prompt asks for the answer alone; "
-        "rows with `<think>chain</think>` before the answer come in a later release. Use them like `llamafactory/` "
+        "`<think>chain</think><answer>B</answer>`, `<think>chain</think><answer><glue>[12.5, 20.0]</glue></answer>` "
+        "for grounding (`[-1, -1]`: a normal video), where `chain` is the item's released reasoning chain (the "
+        "video's for video tasks, the event's for event grounding); a task whose item has no released chain (a clip, "
+        "or a chain held back by review) asks for the answer alone and its target has no `<think>`. Use them like "
+        "`llamafactory/` "
         "(`dataset_dir` = `sft/llamafactory/`, `media_dir` = this folder) and `swift/` (run from this folder).",
         "- `grpo/swift/{train,test}.jsonl`: ms-swift GRPO rows (`swift rlhf --rlhf_type grpo`, run from this "
         "folder): `messages` with the user turn only (its prompt asks for `<think>..</think><answer>..</answer>`, "
@@ -431,6 +443,8 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     tasks = sorted(vau_tasks(tables, rows, video_splits(tables, settings), media_of,
                              {v.video_id: v.duration_s for v in tables.videos}, settings.task_seed),
                    key=lambda t: (t.source_video, LEVEL_ORDER[t.level], t.item_id, t.id))
+    # the released chains (they passed the review rules as `reasoning` rows), for the tasks' <think>
+    chains = {r.item_id: r.answer for r in rows if r.task == "reasoning"}
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ws.releases))
     try:
         for folder in ("data", "hivau", "llamafactory", "swift", "vau", "vau_r1"):
@@ -449,10 +463,11 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             shutil.copyfile(tmp / "llamafactory" / f"{split}.jsonl", tmp / "swift" / f"{split}.jsonl")
             split_tasks = [t for t in tasks if t.split == split]
             _write_parquet(split_tasks, tmp / "vau" / f"{split}.parquet", VauTaskRow)
-            _write_csv(vau_r1_rows(split_tasks), tmp / "vau_r1" / f"{split}.csv", VAU_R1_COLUMNS)
-            # the verifiable tasks for SFT (answers only: no reasoning chains yet) and GRPO; media relative to the
-            # release, as in llamafactory/ and swift/
-            write_jsonl(tmp / "sft" / "llamafactory" / f"{split}.jsonl", (sft_record(t, chain=None) for t in split_tasks))
+            _write_csv(vau_r1_rows(split_tasks, chains), tmp / "vau_r1" / f"{split}.csv", VAU_R1_COLUMNS)
+            # the verifiable tasks for SFT (with the item's released chain inside <think>, else the answer alone)
+            # and GRPO; media relative to the release, as in llamafactory/ and swift/
+            write_jsonl(tmp / "sft" / "llamafactory" / f"{split}.jsonl",
+                        (sft_record(t, chain=chains.get(t.item_id)) for t in split_tasks))
             shutil.copyfile(tmp / "sft" / "llamafactory" / f"{split}.jsonl", tmp / "sft" / "swift" / f"{split}.jsonl")
             write_jsonl(tmp / "grpo" / "swift" / f"{split}.jsonl", (swift_grpo_record(t) for t in split_tasks))
             write_jsonl(tmp / "grpo" / "trl" / f"{split}.jsonl", (trl_grpo_record(t) for t in split_tasks))

@@ -97,7 +97,7 @@ def _item_outcomes(tables: Tables, audited_annotations: set[int]) -> dict[str, b
     main = _main_texts(tables)
     audited = {item_id for item_id, (_, generator, provenance, annotation_id) in main.items()
                if annotation_id in audited_annotations and provenance in ("accepted", "edited", "rejected")}
-    changed = {t.item_id for t in [*tables.captions, *tables.summaries, *tables.qa]
+    changed = {t.item_id for t in [*tables.captions, *tables.summaries, *tables.qa, *tables.chains]
                if t.provenance in ("edited", "rejected")}
     return {item_id: item_id in changed for item_id in audited}
 

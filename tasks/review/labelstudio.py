@@ -131,6 +131,9 @@ class LabelStudio:
                              maximum_annotations=annotations_per_task, sampling="Sequential sampling")
         return {"id": project.id, "title": project.title}
 
+    def label_config(self, project_id: int) -> str:
+        return self._call("get project", self.sdk.projects.get, id=project_id).label_config or ""
+
     def update_project(self, project_id: int, **fields) -> dict:
         return _plain(self._call("update project", self.sdk.projects.update, id=project_id, **fields))
 

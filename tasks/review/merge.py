@@ -8,6 +8,7 @@ from typing import Iterable, Literal, Optional
 
 from pydantic import BaseModel, Field
 
+from hivau.review_ui_config import CHAIN_CONTROL
 from hivau.schemas.item import Tables
 from hivau.schemas.records import (
     HUMAN,
@@ -17,6 +18,7 @@ from hivau.schemas.records import (
     Level,
     Provenance,
     QAPair,
+    ReasoningChain,
     ReviewRecord,
     Summary,
     segment_key,
@@ -24,7 +26,7 @@ from hivau.schemas.records import (
 from hivau.tasks.text.contracts import QA_TYPES
 from hivau.workspace import Workspace, atomic_write_json
 
-MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa")
+MERGED_TABLES = ("events", "clips", "captions", "summaries", "qa", "chains")
 
 TIME_TOLERANCE_S = 1e-3
 
@@ -194,6 +196,23 @@ def merge_summary(item_id: str, draft: Optional[Summary], review: Optional[Revie
                                     "annotation_id": review.annotation_id})
 
 
+def merge_chain(item_id: str, draft: Optional[ReasoningChain], review: Optional[ReviewRecord]
+                ) -> Optional[ReasoningChain]:
+    """A reasoning chain as its reviewer left it: their text wins; a chain they wrote where none was drafted is
+    theirs (edited); left empty, the draft stands with the annotation's verdict."""
+    if review is None:
+        return draft
+    text = review.text(CHAIN_CONTROL)
+    if draft is None:
+        if not text or review.verdict == "reject":
+            return None
+        return ReasoningChain(item_id=item_id, level=review.level, video_id=review.video_id, text=text,
+                              provenance="edited", generator=HUMAN, annotation_id=review.annotation_id)
+    new = text or draft.text
+    return draft.model_copy(update={"text": new, "provenance": judged(review, _norm(new) != _norm(draft.text)),
+                                    "annotation_id": review.annotation_id})
+
+
 def merge_qa(item_id: str, drafts: list[QAPair], review: Optional[ReviewRecord], level, video_id: str) -> list[QAPair]:
     if review is None:
         return drafts
@@ -224,7 +243,8 @@ def stale_row(row, old_review: Optional[ReviewRecord]):
 
 def _merge_rows(drafts: list, reviews: dict[str, ReviewRecord], levels: tuple[str, ...], stale: Stale,
                 old_reviews: dict[str, ReviewRecord], merge_one) -> list:
-    """Captions or summaries: each draft with its item's review, plus rows reviewers wrote where none was drafted."""
+    """Captions, summaries or chains: each draft with its item's review, plus rows reviewers wrote where none was
+    drafted."""
     by_id = {row.item_id: row for row in drafts}
     extra = [item_id for item_id, r in reviews.items() if r.level in levels and item_id not in by_id]
     out = []
@@ -253,6 +273,7 @@ def merge(drafts: Tables, reviews: dict[str, ReviewRecord]) -> tuple[Tables, set
 
     captions = _merge_rows(drafts.captions, per_item, ("clip",), stale, old_reviews, merge_caption)
     summaries = _merge_rows(drafts.summaries, per_item, ("event", "video"), stale, old_reviews, merge_summary)
+    chains = _merge_rows(drafts.chains, per_item, ("event", "video"), stale, old_reviews, merge_chain)
     pairs: dict[str, list[QAPair]] = {}
     for pair in drafts.qa:
         pairs.setdefault(pair.item_id, []).append(pair)
@@ -266,4 +287,5 @@ def merge(drafts: Tables, reviews: dict[str, ReviewRecord]) -> tuple[Tables, set
         review = per_item.get(item_id)
         out_qa += merge_qa(item_id, own, review, review.level if review else own[0].level,
                            review.video_id if review else own[0].video_id)
-    return replace(drafts, events=events, clips=clips, captions=captions, summaries=summaries, qa=out_qa), used
+    return replace(drafts, events=events, clips=clips, captions=captions, summaries=summaries, qa=out_qa,
+                   chains=chains), used

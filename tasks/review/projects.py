@@ -108,12 +108,17 @@ QUEUE_HIDDEN = ("tasks:id", "tasks:inner_id", "tasks:cancelled_annotations", "ta
 def ensure_project(ls: LabelStudio, ws: Workspace, settings: ReviewSettings, level: Level,
                    storage_dir: Path, doc_root: Path) -> int:
     """Find the level's project by title or create it (with a local-files storage on its media folder and a
-    Data Manager tab that orders tasks by the review queue)."""
+    Data Manager tab that orders tasks by the review queue); a found project's labeling config is brought up to
+    this version's."""
     title = settings.project_title(ws, level)
     found = [p for p in ls.projects() if p["title"] == title]
     project = found[0] if found else ls.create_project(
         title, load_config(level), description=f"hivau {level}-level review of {ws.root}",
         annotations_per_task=settings.annotations_per_task)
+    if found and ls.label_config(project["id"]).strip() != load_config(level).strip():
+        # a project made by an earlier hivau gets this one's fields (the reasoning chain); Label Studio refuses a
+        # config that drops a field its annotations use, and hivau's configs only ever add fields
+        ls.update_project(project["id"], label_config=load_config(level))
     storage_dir.mkdir(parents=True, exist_ok=True)
     media_url(storage_dir / "x", ws.media, doc_root)  # refuses a folder outside media/ before telling the server
     if not any(Path(s["path"]).resolve() == storage_dir.resolve() for s in ls.local_storages(project["id"])):

@@ -54,6 +54,11 @@ def flags_text(checks: list[CheckRecord]) -> str:
     return "\n".join(f"{c.severity.upper()} {c.check} ({c.target}): {c.evidence}" for c in ordered)
 
 
+def _drafts(summary, pairs: list, chain) -> list:
+    """The records behind an event's or video's task (their generators name the task's model version)."""
+    return ([summary] if summary else []) + pairs + ([chain] if chain else [])
+
+
 def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[Level, list[ReviewTask]]:
     """One review task per clip, event and video that has media, with its drafts as the prediction and their failed
     checks shown above the editor."""
@@ -66,6 +71,7 @@ def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[
     qa: dict[str, list[QAPair]] = {}
     for pair in tables.qa:
         qa.setdefault(pair.item_id, []).append(pair)
+    chains = {c.item_id: c for c in tables.chains}
     out: dict[Level, list[ReviewTask]] = {"clip": [], "event": [], "video": []}
 
     def add(level: Level, item_id: str, video_id: str, labels: list[str], m: ReviewMedia, start: float, end: float,
@@ -89,17 +95,17 @@ def build_tasks(tables: Tables, media: dict[str, ReviewMedia], url_for) -> dict[
         m = media.get(event.event_id)
         if m is None:
             continue
-        s, pairs = summaries.get(event.event_id), qa.get(event.event_id, [])
+        s, pairs, chain = summaries.get(event.event_id), qa.get(event.event_id, []), chains.get(event.event_id)
         frames = seconds_to_frames(event.start_s - m.offset_s, event.end_s - m.offset_s, m.fps)
         add("event", event.event_id, event.video_id, event.labels, m, event.start_s, event.end_s,
-            timeline(*frames) + summary_result(s, pairs), ([s] if s else []) + pairs, s.text if s else "")
+            timeline(*frames) + summary_result(s, pairs, chain), _drafts(s, pairs, chain), s.text if s else "")
     for video_id, video in videos.items():
         m = media.get(video_id)
         if m is None:
             continue
-        s, pairs = summaries.get(video_id), qa.get(video_id, [])
-        add("video", video_id, video_id, video.labels, m, 0.0, video.duration_s, summary_result(s, pairs),
-            ([s] if s else []) + pairs, s.text if s else "")
+        s, pairs, chain = summaries.get(video_id), qa.get(video_id, []), chains.get(video_id)
+        add("video", video_id, video_id, video.labels, m, 0.0, video.duration_s, summary_result(s, pairs, chain),
+            _drafts(s, pairs, chain), s.text if s else "")
     return out
 
 

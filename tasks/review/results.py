@@ -10,8 +10,17 @@ import hashlib
 import json
 from typing import Iterable, Optional
 
-from hivau.review_ui_config import SUMMARY_CONTROLS
-from hivau.schemas.records import Generator, Level, QAPair, ReviewedText, ReviewRecord, Summary, segment_key
+from hivau.review_ui_config import CHAIN_CONTROL, SUMMARY_CONTROLS
+from hivau.schemas.records import (
+    Generator,
+    Level,
+    QAPair,
+    ReasoningChain,
+    ReviewedText,
+    ReviewRecord,
+    Summary,
+    segment_key,
+)
 
 
 def seconds_to_frames(start_s: float, end_s: float, fps: float) -> tuple[int, int]:
@@ -67,12 +76,15 @@ def draft_sha(result: list[dict]) -> str:
     return hashlib.sha256(canonical(result).encode()).hexdigest()[:16]
 
 
-def summary_result(summary: Optional[Summary], pairs: list[QAPair]) -> list[dict]:
+def summary_result(summary: Optional[Summary], pairs: list[QAPair], chain: Optional[ReasoningChain] = None) -> list[dict]:
+    """An event's or video's drafts as the editor's pre-filled fields: the summary split, the chain, the pairs."""
     result = []
     if summary:
         result += textarea("summary", summary.text)
         for name in SUMMARY_CONTROLS[1:]:
             result += textarea(name, getattr(summary, name))
+    if chain:
+        result += textarea(CHAIN_CONTROL, chain.text)
     for pair in pairs:
         result += textarea(f"q_{pair.qa_type}", pair.question) + textarea(f"a_{pair.qa_type}", pair.answer)
     return result
@@ -115,7 +127,8 @@ def parse_annotation(level: Level, task: dict, annotation: dict, project: str) -
     for r in annotation.get("result") or []:
         value = r.get("value") or {}
         if r.get("type") == "textarea":
-            text = " ".join(s.strip() for s in value.get("text") or [] if s.strip())
+            joiner = "\n" if r["from_name"] == CHAIN_CONTROL else " "  # a chain is one labelled field per line
+            text = joiner.join(s.strip() for s in value.get("text") or [] if s.strip())
             texts.append(ReviewedText(name=r["from_name"], text=text))
         elif r.get("type") == "choices" and r.get("from_name") == "verdict" and value.get("choices"):
             verdict = value["choices"][0]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Callable, Iterable, Optional
 
+from hivau.schemas.chains import PART_OF, parse_chain
 from hivau.schemas.records import Severity
 from hivau.tasks.text.contracts import QA_TYPES
 from hivau.tasks.text.nlp import parse
@@ -39,6 +40,7 @@ from hivau.tasks.text.vocabulary import (
 )
 
 SUMMARY_FIELDS = ("summary", "judgement", "description", "analysis")
+CONCLUSION = "chain:conclusion"
 # words that claim something abnormal happens in a summary, unless negated ("with no unusual or suspicious events")
 ANOMALY_CLAIMS = {"anomaly", "anomalous", "abnormal", "abnormality", "unusual", "suspicious", "strange", "irregular"}
 NEGATIONS = {"no", "not", "n't", "nothing", "without", "never", "none", "neither", "nor", "nobody", "non", "devoid",
@@ -58,7 +60,7 @@ class Flag:
 
 @dataclass
 class Text:
-    target: str  # caption, summary, judgement, description, analysis, qa:{type}
+    target: str  # caption, summary, judgement, description, analysis, qa:{type}, chain:{part}
     text: str
     question: str = ""  # a QA pair's question (part of what the answer may repeat)
 
@@ -72,6 +74,7 @@ class ItemTexts:
     texts: list[Text] = field(default_factory=list)
     has_summary: bool = False  # event / video: a summary record exists
     qa_types: list[str] = field(default_factory=list)
+    chain: Optional[str] = None  # event / video: its reasoning chain's text, when it has one
 
     def get(self, target: str) -> Optional[Text]:
         return next((t for t in self.texts if t.target == target), None)
@@ -331,17 +334,19 @@ def judgement_stance(text: str) -> tuple[Optional[str], str]:
 
 
 def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
-    """A judgement or summary that contradicts the label: normal words for an anomalous item, another class
-    named for it (outside its class's family), or an anomaly named for a normal item."""
+    """A judgement, summary or chain conclusion that contradicts the label: normal words for an anomalous item,
+    another class named for it (outside its class's family), or an anomaly named for a normal item."""
     if texts.level == "clip":
         return []
     flags = []
     own = {class_key(lb) for lb in evidence.labels}
     families = {k for group in CLASS_GROUPS for k in group if own & group} | own
-    for text in _summary_texts(texts):
+    conclusions = [t for t in texts.texts if t.target == CONCLUSION and t.text.strip()]
+    for text in _summary_texts(texts) + conclusions:
         if text.target == "analysis":
             continue  # the reasoning may compare with other classes
-        stance, words_said = judgement_stance(text.text) if text.target == "judgement" else (None, "")
+        verdict = text.target in ("judgement", CONCLUSION)  # a chain's conclusion is read as a judgement
+        stance, words_said = judgement_stance(text.text) if verdict else (None, "")
         if evidence.is_anomaly:
             said = f"normal ({words_said})" if stance == "normal" else \
                 _claims_normal(text.text) if text.target == "summary" else None
@@ -349,7 +354,7 @@ def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
                 flags.append(Flag("label_contradiction", "error", text.target, 1.0, f"says '{said}' of an item "
                                   f"labelled {', '.join(evidence.labels)}"))
                 continue
-            if text.target != "judgement":
+            if not verdict:
                 continue  # descriptions may mention fire in an explosion; the class is named in the judgement
             named = {key for key, negated in _names_classes(text.text) if not negated}
             if named and not named & families:
@@ -357,7 +362,7 @@ def label_contradiction(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
                                   f"names {', '.join(sorted(named))}; labelled {', '.join(evidence.labels)}"))
         else:
             named = sorted({key for key, negated in _names_classes(text.text) if not negated})
-            claim = (f"anomalous ({words_said})" if stance == "anomaly" else None) if text.target == "judgement" \
+            claim = (f"anomalous ({words_said})" if stance == "anomaly" else None) if verdict \
                 else _claims_anomaly(text.text) if text.target == "summary" else None
             if named or claim:
                 flags.append(Flag("label_contradiction", "error", text.target, 1.0,
@@ -428,11 +433,21 @@ def time_outside_span(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
 
 
 def missing_part(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
-    """An empty text, no analysis for an anomalous event or video, a 5W2H type absent or unanswered."""
+    """An empty text, no analysis for an anomalous event or video, a 5W2H type absent or unanswered, a reasoning
+    chain without one of its fields (scene, timed observations, what happens, why, conclusion; for an anomaly also
+    cause and consequence)."""
     flags = []
     for text in texts.texts:
         if not text.text.strip():
             flags.append(Flag("missing_part", "error", text.target, 1.0, f"empty {text.target}"))
+    if texts.chain is not None:
+        absent = parse_chain(texts.chain).missing(evidence.is_anomaly)
+        emptied = {t.target for t in texts.texts if not t.text.strip()}
+        by_part = {}
+        for name in absent:
+            by_part.setdefault(f"chain:{PART_OF[name]}", []).append(name.replace("_", " "))
+        flags += [Flag("missing_part", "error", target, float(len(names)), f"the chain has no {', '.join(names)}")
+                  for target, names in by_part.items() if target not in emptied]
     if texts.has_summary and evidence.is_anomaly and texts.level != "clip":
         analysis = texts.get("analysis")
         if analysis is None:
@@ -448,11 +463,12 @@ def repeated_phrase(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
     """A phrase looping: a five-word phrase three times or more, or a word trigram of two content words or more
     three times or more (Cosmos Curator's rule) whose repeats make up 30% of the text. "The man in" three times
     is how people tell several men apart ("the man in black pushed the man in white"); a clause said three times
-    is a loop. A phrase the span's captions repeat as often is theirs, not a loop of the writer's."""
+    is a loop. A phrase the span's captions repeat as often is theirs, not a loop of the writer's (a chain, which
+    quotes them in turn, may say it once more than all of them together). Times are not words."""
     flags = []
-    source = [words(t) for t in evidence.captions + evidence.summaries]
+    source = [words(_without_times(t)) for t in evidence.captions + evidence.summaries]
     for text in texts.texts:
-        w = words(text.text)
+        w = words(_without_times(text.text))
         trigrams = Counter(g for g in zip(w, w[1:], w[2:]) if sum(x not in FUNCTION_WORDS for x in g) >= 2)
         fivegrams = Counter(zip(w, w[1:], w[2:], w[3:], w[4:]))
         loop = fivegrams.most_common(1)[0] if fivegrams else None
@@ -461,10 +477,22 @@ def repeated_phrase(texts: ItemTexts, evidence: Evidence) -> list[Flag]:
             top = loop
         elif not (top and top[1] >= 3 and 3 * top[1] >= 0.3 * len(w)):
             continue
-        if max((_occurrences(top[0], x) for x in source), default=0) >= top[1]:
+        # a chain quotes the captions one after another and names what they show once more (its scene, its
+        # cause): what they say between them, and once again, is theirs
+        counts = [_occurrences(top[0], x) for x in source]
+        seen = sum(counts) + 1 if text.target.startswith("chain:") else max(counts, default=0)
+        if seen >= top[1]:
             continue
         flags.append(Flag("repeated_phrase", "error", text.target, float(top[1]), f"'{' '.join(top[0])}' x{top[1]}"))
     return flags
+
+
+_TIME = re.compile(r"\d+(?:\.\d+)?\s*(?:s|secs?|seconds?|mins?|minutes?)\b", re.I)
+
+
+def _without_times(text: str) -> str:
+    """A text with its times taken out: "from 5.0 s to 9.0 s and from 12.0 s to ..." is not a looping phrase."""
+    return _TIME.sub(" ", text)
 
 
 def _occurrences(phrase: tuple[str, ...], w: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""What roll-up backends are given (a timed text context) and what they answer (validated summaries, 5W2H pairs)."""
+"""What roll-up backends are given (a timed text context) and what they answer (validated summaries, 5W2H pairs,
+reasoning chains)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Literal, Optional, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from hivau.schemas.chains import Chain
 from hivau.schemas.records import Generator, Level, QAType
 
 QA_TYPES: tuple[QAType, ...] = ("what", "who", "where", "when", "how", "how_much", "why")
@@ -42,6 +44,47 @@ class QAItemOut(BaseModel):
 class QAOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pairs: list[QAItemOut]
+
+
+class ObservationOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start_s: float
+    end_s: float
+    text: str
+
+
+class ChainOut(BaseModel):
+    """A reasoning chain: perception (the scene, then what each clip or event shows, with its times), cognition
+    (what happens and which class; why it is or is not an anomaly; its cause and consequence), conclusion."""
+
+    model_config = ConfigDict(extra="forbid")
+    scene: str
+    observations: list[ObservationOut]
+    what_happens: str
+    why: str
+    cause: Optional[str]
+    consequence: Optional[str]
+    conclusion: str
+
+    def chain(self) -> Chain:
+        return Chain(scene=self.scene.strip(), observations=[(o.start_s, o.end_s, o.text.strip()) for o in self.observations],
+                     what_happens=self.what_happens.strip(), why=self.why.strip(), cause=(self.cause or "").strip(),
+                     consequence=(self.consequence or "").strip(), conclusion=self.conclusion.strip())
+
+
+def check_chain(anomalous: bool):
+    """Validation past the schema: every part present (cause and consequence for anomalies only), observations
+    with text, in time order."""
+
+    def check(out: ChainOut) -> ChainOut:
+        observations = sorted((o for o in out.observations if o.text.strip()), key=lambda o: (o.start_s, o.end_s))
+        out = out.model_copy(update={"observations": observations})
+        missing = out.chain().missing(anomalous)
+        if missing:
+            raise ValueError(f"empty {', '.join(missing)}")
+        return out if anomalous else out.model_copy(update={"cause": None, "consequence": None})
+
+    return check
 
 
 def check_summary(anomalous: bool):
@@ -86,6 +129,9 @@ class TextContext:
     # The same spans with only what happens (event descriptions, no judgements): for the extractive backend.
     facts: Optional[list[tuple[float, float, str]]] = None
     anomalous_spans: Optional[list[tuple[float, float]]] = None  # video level: its anomalous events
+    # a reasoning chain's context also has the item's summary: what happens, and why it is anomalous
+    description: Optional[str] = None
+    analysis: Optional[str] = None
 
     @property
     def variant(self) -> str:
@@ -107,3 +153,5 @@ class RollupBackend(Protocol):
     async def summarize(self, ctx: TextContext) -> SummaryOut: ...
 
     async def qa(self, ctx: TextContext) -> QAOut: ...
+
+    async def reason(self, ctx: TextContext) -> ChainOut: ...

@@ -8,7 +8,18 @@ where the captions do not say something, the answer says so instead of guessing.
 from __future__ import annotations
 
 from hivau.schemas.records import Generator
-from hivau.tasks.text.contracts import QA_TYPES, QAItemOut, QAOut, SummaryOut, TextContext, check_qa, check_summary
+from hivau.tasks.text.contracts import (
+    QA_TYPES,
+    ChainOut,
+    ObservationOut,
+    QAItemOut,
+    QAOut,
+    SummaryOut,
+    TextContext,
+    check_chain,
+    check_qa,
+    check_summary,
+)
 from hivau.tasks.text.motion import motion_phrases, noun_core
 from hivau.tasks.text.nlp import model_id, parse
 
@@ -18,6 +29,7 @@ PLACE_PREPS = {"from", "in", "on", "at", "near", "along", "across", "into", "ont
 PERSON_WORDS = {"man", "woman", "person", "people", "men", "women", "boy", "girl", "child", "children", "guard",
                 "officer", "police", "driver", "pedestrian", "crowd", "he", "she", "they", "someone", "customer",
                 "clerk", "worker", "suspect", "victim", "thief", "robber", "group"}
+SCENE_PREPS = {"in", "on", "at", "near", "inside", "outside", "behind", "beside", "under", "along"}
 MAX_DESCRIPTION_SENTENCES = 5
 NOT_STATED = "The captions do not say."
 TIME_UNITS = {"s", "sec", "second", "minute", "hour", "frame"}
@@ -51,6 +63,10 @@ def _phrases(ctx: TextContext) -> list[str]:
     return with_subject + without
 
 
+def _first_sentences(text: str, n: int) -> str:
+    return " ".join(s.text.strip() for s in list(parse(text).sents)[:n] if s.text.strip())
+
+
 def _join(items: list[str], limit: int = 3) -> str:
     items = items[:limit]
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
@@ -77,6 +93,38 @@ def _place(prep) -> str | None:
     return " ".join(t.text for t in pobj.doc[pobj.left_edge.i: pobj.i + 1]).join((f"{prep.text} ", ""))
 
 
+def _who_where_how_many(docs) -> tuple[list[str], list[str], list[str]]:
+    """The texts' subjects ("a man in a red shirt"), places ("near the door") and counted things, each once."""
+    subject_chunks, places, counts = [], [], []
+    for doc in docs:
+        for chunk in doc.noun_chunks:
+            if chunk.root.dep_ in ("nsubj", "nsubjpass") and chunk.root.pos_ != "PRON":
+                subject_chunks.append(chunk.text[0].lower() + chunk.text[1:])
+        for token in doc:
+            place = _place(token)
+            if place:
+                places.append(place)
+            if token.dep_ == "nummod" and token.head.pos_ in ("NOUN", "PROPN") \
+                    and token.head.lemma_.lower() not in TIME_UNITS:
+                counts.append(noun_core(token.head))
+    unique = lambda xs: list(dict.fromkeys(x for x in xs))  # noqa: E731 - order-keeping dedupe
+    return unique(subject_chunks), unique(places), unique(counts)
+
+
+def _scene(ctx: TextContext, sentences: list[str]) -> str:
+    """Who is seen, and where, as the texts name them; else their first sentence."""
+    subjects, places, _ = _who_where_how_many([parse(text) for text in _texts(ctx)])
+    by_noun = {}
+    for chunk in subjects:  # "a man" and "the man": one man, as first named
+        by_noun.setdefault(chunk.split()[-1], chunk)
+    subjects = list(by_noun.values())
+    places = [p for p in places if p.split()[0] in SCENE_PREPS]  # where things are, not where they go
+    if not subjects:
+        return sentences[0] if sentences else NOT_STATED
+    where = f", {_join(places, 2)}" if places else ""
+    return f"The {ctx.level} shows {_join(subjects)}{where}."
+
+
 class ExtractiveBackend:
     name = "extractive"
 
@@ -101,20 +149,7 @@ class ExtractiveBackend:
     def qa_now(self, ctx: TextContext) -> QAOut:
         docs = [parse(text) for text in _texts(ctx)]
         phrases = _phrases(ctx)
-        subject_chunks, places, counts = [], [], []
-        for doc in docs:
-            for chunk in doc.noun_chunks:
-                if chunk.root.dep_ in ("nsubj", "nsubjpass") and chunk.root.pos_ != "PRON":
-                    subject_chunks.append(chunk.text[0].lower() + chunk.text[1:])
-            for token in doc:
-                place = _place(token)
-                if place:
-                    places.append(place)
-                if token.dep_ == "nummod" and token.head.pos_ in ("NOUN", "PROPN") \
-                        and token.head.lemma_.lower() not in TIME_UNITS:
-                    counts.append(noun_core(token.head))
-        unique = lambda xs: list(dict.fromkeys(x for x in xs))  # noqa: E731 - order-keeping dedupe
-        subject_chunks, places, counts = unique(subject_chunks), unique(places), unique(counts)
+        subject_chunks, places, counts = _who_where_how_many(docs)
         first_sentence = next((s for doc in docs for s in doc.sents), None)
         what = (f"{ctx.label_text}: {_join(phrases)}." if ctx.is_anomaly and phrases
                 else first_sentence.text.strip() if first_sentence else NOT_STATED)
@@ -143,8 +178,36 @@ class ExtractiveBackend:
         return check_qa(QAOut(pairs=[QAItemOut(qa_type=t, question=questions[t], answer=answers[t][0].upper()
                                                + answers[t][1:]) for t in QA_TYPES]))
 
+    def reason_now(self, ctx: TextContext) -> ChainOut:
+        """A chain rearranged from the store: the first sentence as the scene, each timed text's first sentences as
+        the observations, the motion phrases as what happens, the item's analysis (or its phrases) as why, the
+        first and last things the texts record as lead-up and outcome, and a conclusion from the label."""
+        timed = ctx.facts if ctx.facts is not None else ctx.lines
+        observations = [ObservationOut(start_s=s, end_s=e, text=_first_sentences(text, 2)) for s, e, text in timed]
+        sentences = _sentences(ctx)
+        scene = _scene(ctx, sentences)
+        phrases = _phrases(ctx)
+        happens = _join(phrases) if phrases else (sentences[0] if sentences else NOT_STATED)
+        if ctx.is_anomaly:
+            what = f"The texts describe {happens}; this is {ctx.label_text}."
+            why = _first_sentences(ctx.analysis, 2) if ctx.analysis else \
+                f"It departs from normal activity: {happens} is {ctx.label_text.lower()}, not ordinary behaviour."
+            cause = f"What leads up to it, as recorded: {sentences[0]}" if len(sentences) > 1 else NOT_STATED
+            consequence = f"What follows, as recorded: {sentences[-1]}" if len(sentences) > 1 else NOT_STATED
+            conclusion = f"An anomaly occurs: {ctx.label_text}, {_anomaly_span(ctx)}."
+        else:
+            what = f"The texts describe {happens}."
+            why = f"The texts describe only ordinary activity, and the {ctx.level} is labelled normal."
+            cause = consequence = None
+            conclusion = f"This {ctx.level} is normal; no anomaly occurs."
+        return check_chain(ctx.is_anomaly)(ChainOut(scene=scene, observations=observations, what_happens=what, why=why,
+                                                   cause=cause, consequence=consequence, conclusion=conclusion))
+
     async def summarize(self, ctx: TextContext) -> SummaryOut:
         return self.summarize_now(ctx)
+
+    async def reason(self, ctx: TextContext) -> ChainOut:
+        return self.reason_now(ctx)
 
     async def qa(self, ctx: TextContext) -> QAOut:
         return self.qa_now(ctx)

@@ -1,13 +1,14 @@
-"""Roll-up: clip captions into event summaries, event summaries into a video summary, and 5W2H pairs.
+"""Roll-up: clip captions into event summaries, event summaries into a video summary, 5W2H pairs, and a reasoning
+chain for each event and the video.
 
 Plain async functions over one `VideoItem`; the backend (an LLM through `LLMClient`, or the offline
-`extractive` one) only turns a `TextContext` into a validated `SummaryOut` / `QAOut`.
+`extractive` one) only turns a `TextContext` into a validated `SummaryOut` / `QAOut` / `ChainOut`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Literal, Optional
 
@@ -15,17 +16,28 @@ from pydantic import BaseModel, Field
 
 from hivau.prompts import load_prompt
 from hivau.schemas import reasons
+from hivau.schemas.chains import format_chain
 from hivau.schemas.item import RepairRecord, VideoItem
-from hivau.schemas.records import CheckRecord, Generator, Level, QAPair, QuarantineRecord, Summary
+from hivau.schemas.records import (
+    CheckRecord,
+    Generator,
+    Level,
+    QAPair,
+    QuarantineRecord,
+    ReasoningChain,
+    Summary,
+)
 from hivau.tasks.text.checks import Evidence, Flag, run_checks
 from hivau.tasks.text.contracts import (  # noqa: F401  (re-exported: the backends' types are part of this stage)
     QA_TYPES,
+    ChainOut,
     JudgeOut,
     QAItemOut,
     QAOut,
     RollupBackend,
     SummaryOut,
     TextContext,
+    check_chain,
     check_qa,
     check_summary,
 )
@@ -55,6 +67,8 @@ class RollupSettings(BaseModel):
                                                             "check is asked again, with the checks' evidence")
     keep_provided: bool = Field(True, description="keep human summaries from the annotations instead of drafting")
     qa_levels: list[Literal["event", "video"]] = Field(default_factory=lambda: ["event", "video"])
+    chains: bool = Field(True, description="draft a reasoning chain (perception, cognition, conclusion) for each "
+                                           "event and video, for reasoning SFT and the verifiable tasks' <think>")
 
 
 class LLMBackend:
@@ -90,6 +104,24 @@ class LLMBackend:
         messages, tag = self.qa_messages(ctx)
         return await self.client.complete(messages, QAOut, tag, check_qa)
 
+    def chain_messages(self, ctx: TextContext) -> tuple[list[dict], str]:
+        prompt = load_prompt("reasoning_chain")
+        return prompt.messages(ctx.variant, level=ctx.level, start_s=f"{ctx.start_s:.1f}", end_s=f"{ctx.end_s:.1f}",
+                               labels=ctx.label_text, context=ctx.timed_lines(),
+                               description=ctx.description or "(none)", analysis=ctx.analysis or "(none)"), prompt.tag
+
+    async def reason(self, ctx: TextContext) -> ChainOut:
+        messages, tag = self.chain_messages(ctx)
+        return await self.client.complete(messages, ChainOut, tag, check_chain(ctx.is_anomaly))
+
+    def _request(self, ctx: TextContext, kind: str):
+        """The messages, tag, output type and validation of one kind of request (summary, qa, chain)."""
+        if kind == "summary":
+            return (*self.summary_messages(ctx), SummaryOut, check_summary(ctx.is_anomaly))
+        if kind == "chain":
+            return (*self.chain_messages(ctx), ChainOut, check_chain(ctx.is_anomaly))
+        return (*self.qa_messages(ctx), QAOut, check_qa)
+
     async def judge(self, ctx: TextContext, draft: SummaryOut) -> JudgeOut:
         prompt = load_prompt("judge")
         messages = prompt.messages(level=ctx.level, start_s=f"{ctx.start_s:.1f}", end_s=f"{ctx.end_s:.1f}",
@@ -99,18 +131,27 @@ class LLMBackend:
     async def repair(self, ctx: TextContext, kind: str, draft: BaseModel, failures: list[Flag], attempt: int):
         """Ask again: the original request, the failed draft as the model's answer, then the failed checks with
         their evidence. Cached like every request (the failures are part of the key)."""
-        messages, tag = self.summary_messages(ctx) if kind == "summary" else self.qa_messages(ctx)
+        messages, tag, output, check = self._request(ctx, kind)
         repair = load_prompt("repair")
         listed = "\n".join(f"- {f.check} in {f.target}: {f.evidence}" for f in failures)
         follow_up = repair.messages(failures=listed, labels=ctx.label_text)[1]
         messages = [*messages, {"role": "assistant", "content": draft.model_dump_json()}, follow_up]
-        output, check = (SummaryOut, check_summary(ctx.is_anomaly)) if kind == "summary" else (QAOut, check_qa)
         return await self.client.complete(messages, output, f"{tag}+{repair.tag}#{attempt}", check)
 
 
 # ---------------------------------------------------------------- one video
+ROLLUP_STAGES = ("summarize", "qa", "reason")  # the quarantine stages of this step's failures
+
+
 def _failure(item: VideoItem, item_id: str, level: Level, stage: str, reason: str, detail: str) -> QuarantineRecord:
     return item.failure(item_id, level, stage, reason, detail)
+
+
+def within(start_s: float, end_s: float, span_start_s: float, span_end_s: float, text: str):
+    """A clip's timed text inside its event's span (an annotation's clip may run past its event, noted at planning;
+    the event's texts speak of the event), or None when nothing of it is inside."""
+    start, end = max(start_s, span_start_s), min(end_s, span_end_s)
+    return (start, end, text) if end > start else None
 
 
 def event_contexts(item: VideoItem) -> list[TextContext]:
@@ -121,7 +162,8 @@ def event_contexts(item: VideoItem) -> list[TextContext]:
     contexts = []
     for event in item.planned_events:
         clips = sorted(clips_of.get(event.event_id, []), key=lambda c: c.start_s)
-        lines = [(c.start_s, c.end_s, caption_of[c.clip_id]) for c in clips if caption_of.get(c.clip_id)]
+        lines = [line for c in clips if caption_of.get(c.clip_id)
+                 and (line := within(c.start_s, c.end_s, event.start_s, event.end_s, caption_of[c.clip_id]))]
         contexts.append(TextContext(event.event_id, "event", item.video_id, event.labels, event.is_anomaly,
                                     event.start_s, event.end_s, lines))
     return contexts
@@ -206,13 +248,29 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
 
     judged: list[CheckRecord] = []
 
+    chains: dict[str, ReasoningChain] = {}
+
+    async def reason(ctx: TextContext, summary: Optional[Summary]) -> None:
+        """The item's reasoning chain, drafted with its summary's description and analysis in view."""
+        if not settings.chains or not hasattr(backend, "reason") or not ctx.lines:
+            return  # no texts: the summary's failure already says so
+        ctx = replace(ctx, description=summary.description if summary else None,
+                      analysis=summary.analysis if summary else None)
+        out = await repaired(ctx, "chain", await _attempt(backend.reason, item, ctx, "reason", failures))
+        if out is not None:
+            chains[ctx.item_id] = ReasoningChain(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id,
+                                                 text=format_chain(out.chain()), provenance="auto_draft",
+                                                 generator=backend.generator("reasoning_chain"))
+
     async def summarize(ctx: TextContext) -> Optional[Summary]:
         if ctx.item_id in keep:
-            return keep[ctx.item_id]
-        out = await repaired(ctx, "summary", await _attempt(backend.summarize, item, ctx, "summarize", failures))
-        summary = _summary(ctx, out, backend.generator(f"{ctx.level}_summary")) if out else None
-        if summary is not None and settings.judge and hasattr(backend, "judge"):
-            judged.extend(await _judge(backend, ctx, out, summary))
+            summary = keep[ctx.item_id]
+        else:
+            out = await repaired(ctx, "summary", await _attempt(backend.summarize, item, ctx, "summarize", failures))
+            summary = _summary(ctx, out, backend.generator(f"{ctx.level}_summary")) if out else None
+            if summary is not None and settings.judge and hasattr(backend, "judge"):
+                judged.extend(await _judge(backend, ctx, out, summary))
+        await reason(ctx, summary)
         return summary
 
     async def ask(ctx: TextContext) -> list[QAPair]:
@@ -235,7 +293,8 @@ async def rollup_item(item: VideoItem, backend: RollupBackend, settings: RollupS
     drafted = {s.item_id for s in summaries}
     item.summaries = summaries + [s for s in item.summaries if s.item_id not in drafted]
     item.qa = [p for pairs in event_results[len(events):] for p in pairs] + video_qa
-    item.quarantine = [q for q in item.quarantine if q.stage not in ("summarize", "qa")] + failures
+    item.chains = [chains[c.item_id] for c in [*events, video] if c.item_id in chains]
+    item.quarantine = [q for q in item.quarantine if q.stage not in ROLLUP_STAGES] + failures
     item.repairs = repairs
     drafted_ids = {s.item_id for s in item.summaries if s.provenance == "auto_draft"}
     item.checks = [c for c in item.checks if not (c.check == "llm_judge" and c.item_id in drafted_ids)] + judged
@@ -261,12 +320,17 @@ async def _judge(backend, ctx: TextContext, out: SummaryOut, summary: Summary) -
 
 
 def _errors(ctx: TextContext, kind: str, out, evidence: Evidence) -> list[Flag]:
-    """The error-level flags of one drafted answer (a summary with its split, or the 5W2H pairs)."""
+    """The error-level flags of one drafted answer (a summary with its split, the 5W2H pairs, or a chain)."""
     if kind == "summary":
         summary = Summary(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, text=out.summary,
                           judgement=out.judgement, description=out.description, analysis=out.analysis,
                           provenance="auto_draft", generator=Generator(backend="openai"))
         texts = item_texts(ctx.item_id, ctx.level, None, summary, [])
+    elif kind == "chain":
+        chain = ReasoningChain(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id,
+                               text=format_chain(out.chain()), provenance="auto_draft",
+                               generator=Generator(backend="openai"))
+        texts = item_texts(ctx.item_id, ctx.level, None, None, [], chain)
     else:
         pairs = [QAPair(item_id=ctx.item_id, level=ctx.level, video_id=ctx.video_id, qa_type=p.qa_type,
                         question=p.question, answer=p.answer, provenance="auto_draft",
@@ -340,7 +404,7 @@ def run_rollup(items: Iterable[VideoItem], cache_dir: Optional[Path], settings: 
 
     def done(item: VideoItem) -> None:
         nonlocal failed
-        failed += sum(1 for q in item.quarantine if q.stage in ("summarize", "qa"))
+        failed += sum(1 for q in item.quarantine if q.stage in ROLLUP_STAGES)
         if on_done:
             on_done(item)
 

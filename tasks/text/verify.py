@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 from typing import Iterable, Optional
 
+from hivau.schemas.chains import PARTS, parse_chain
 from hivau.schemas.item import VideoItem
-from hivau.schemas.records import Caption, CheckRecord, Generator, Level, QAPair, Summary
+from hivau.schemas.records import Caption, CheckRecord, Generator, Level, QAPair, ReasoningChain, Summary
 from hivau.tasks.text.checks import (
     CHECK_NAMES,
     SUMMARY_FIELDS,
@@ -32,12 +33,20 @@ def summary_texts(s: Summary) -> list[Text]:
             if name in ("summary", "judgement", "description") or getattr(s, name)]
 
 
+def chain_texts(chain: ReasoningChain) -> list[Text]:
+    """A chain's three parts, each checked as its own text (`chain:perception`, ...)."""
+    parsed = parse_chain(chain.text)
+    return [Text(f"chain:{part}", parsed.part(part)) for part in PARTS]
+
+
 def item_texts(item_id: str, level: str, caption: Optional[Caption], summary: Optional[Summary],
-               pairs: list[QAPair]) -> ItemTexts:
+               pairs: list[QAPair], chain: Optional[ReasoningChain] = None) -> ItemTexts:
     texts = [Text("caption", caption.text)] if caption else []
     texts += summary_texts(summary) if summary else []
     texts += [Text(f"qa:{p.qa_type}", p.answer, p.question) for p in pairs]
-    return ItemTexts(item_id, level, texts, has_summary=summary is not None, qa_types=[p.qa_type for p in pairs])
+    texts += chain_texts(chain) if chain else []
+    return ItemTexts(item_id, level, texts, has_summary=summary is not None, qa_types=[p.qa_type for p in pairs],
+                     chain=chain.text if chain else None)
 
 
 def _captions_by_clip(item: VideoItem) -> dict[str, str]:
@@ -80,10 +89,19 @@ def _record(flag: Flag, item_id: str, level: Level, video_id: str, provenance: s
                        text_provenance=provenance, generator=generator, attempts=attempts)
 
 
-def _owner(flag: Flag, caption: Optional[Caption], summary: Optional[Summary], pairs: list[QAPair]):
+def family_of(target: str) -> str:
+    """The record kind a check target belongs to: caption, summary, qa or chain (a repair's `target`)."""
+    head = target.split(":")[0]
+    return head if head in ("caption", "qa", "chain") else "summary"
+
+
+def _owner(flag: Flag, caption: Optional[Caption], summary: Optional[Summary], pairs: list[QAPair],
+           chain: Optional[ReasoningChain]):
     """The record a flag's text belongs to (its provenance and generator go on the flag)."""
     if flag.target == "caption":
         return caption
+    if flag.target.startswith("chain"):
+        return chain
     if flag.target.startswith("qa"):
         qa_type = flag.target.partition(":")[2]
         return next((p for p in pairs if p.qa_type == qa_type), pairs[0] if pairs else None)
@@ -101,25 +119,27 @@ def check_item(item: VideoItem, levels: Iterable[Level] = LEVELS, attempts: Opti
     pairs: dict[str, list[QAPair]] = {}
     for p in item.qa:
         pairs.setdefault(p.item_id, []).append(p)
+    chains = {c.item_id: c for c in item.chains}
     # every text the checks will parse, parsed in one batch
     parse_many([c.text for c in item.captions] + [t for s in item.summaries for t in (s.text, s.judgement,
-                s.description, s.analysis) if t] + [t for p in item.qa for t in (p.question, p.answer)])
+                s.description, s.analysis) if t] + [t for p in item.qa for t in (p.question, p.answer)]
+               + [t.text for c in item.chains for t in chain_texts(c)])
     units = [("clip", c.clip_id) for c in item.planned_clips] + [("event", e.event_id) for e in item.planned_events]
     units.append(("video", item.video_id))
     out = []
     for level, item_id in units:
         if level not in levels or item_id not in evidence:
             continue
-        caption, summary, qa = captions.get(item_id), summaries.get(item_id), pairs.get(item_id, [])
-        if caption is None and summary is None and not qa:
+        caption, summary, qa, chain = captions.get(item_id), summaries.get(item_id), pairs.get(item_id, []), \
+            chains.get(item_id)
+        if caption is None and summary is None and not qa and chain is None:
             continue
-        for flag in run_checks(item_texts(item_id, level, caption, summary, qa), evidence[item_id]):
-            owner = _owner(flag, caption, summary, qa)
+        for flag in run_checks(item_texts(item_id, level, caption, summary, qa, chain), evidence[item_id]):
+            owner = _owner(flag, caption, summary, qa, chain)
             if owner is None:
                 continue
-            family = "qa" if flag.target.startswith("qa") else "caption" if flag.target == "caption" else "summary"
             out.append(_record(flag, item_id, level, item.video_id, owner.provenance, owner.generator,
-                               attempts.get(f"{item_id}|{family}", 0)))
+                               attempts.get(f"{item_id}|{family_of(flag.target)}", 0)))
     return out
 
 
