@@ -2,6 +2,9 @@
 
     hivau-train --release .state/workspace/releases/v0001 --preset tiny --out runs/tiny
     torchrun --nproc_per_node 2 -m hivau.models.train --config configs/tiny.yaml   # DDP (gloo on CPU)
+
+`--stage vau-sft` and `--stage vau-grpo` train the vlm preset's checkpoint on the release's verifiable tasks
+instead (reasoning-chain SFT, then TRL's GRPOTrainer on hivau's rewards): see `hivau.models.vau_policy`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from hivau.models.io import save_model
 from hivau.models.presets import pretrained, tiny, train_tokenizer
 from hivau.models.sampler import SAMPLER_NAMES
 from hivau.models.scorer import mil_ranking, snippet_bce, snippet_targets
+from hivau.models.vau_policy import STAGES
+from hivau.models.vau_policy import main as train_vau_policy
 from hivau.models.vlm import PretrainedVideoLLM, VLMConfig
 from hivau.schemas.records import InstructionRow, read_release_rows
 from hivau.workspace import atomic_target, atomic_write_bytes
@@ -405,6 +410,8 @@ def parse_args(argv=None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="hivau-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML or JSON TrainConfig; the flags below override it")
+    parser.add_argument("--stage", choices=("hawk", *STAGES), help="hawk (default): this recipe; vau-sft, "
+                        "vau-grpo: the verifiable tasks' policy (hivau-train --stage vau-sft --help)")
     parser.add_argument("--release")
     parser.add_argument("--out")
     parser.add_argument("--preset", choices=["tiny", "pretrained", "vlm"])
@@ -421,11 +428,16 @@ def parse_args(argv=None) -> TrainConfig:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--preset-options", type=json.loads, help='JSON, e.g. \'{"image_size": 128}\'')
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    args.pop("stage", None)
     base = TrainConfig.load(args.pop("config")).model_dump(exclude_unset=True) if "config" in args else {}
     return TrainConfig.model_validate({**base, **args})
 
 
 def main(argv=None) -> None:
+    stage = argparse.ArgumentParser(add_help=False)
+    stage.add_argument("--stage", choices=("hawk", *STAGES), default="hawk")
+    if stage.parse_known_args(argv)[0].stage in STAGES:
+        return train_vau_policy(argv)
     summary = train(parse_args(argv))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"done": summary}))

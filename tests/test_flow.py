@@ -125,7 +125,9 @@ def test_demo_data_through_the_cli(prefect_server, demo_dir, tmp_path):
     # no LLM configured: the offline extractive backend drafts every summary and QA pair, and says so
     assert "roll-up backend: extractive" in out.stdout + out.stderr
     assert summary["summaries"] == 13 and summary["qa_pairs"] == 13 * 7 and summary["motion_phrases"] > 0
-    assert summary["texts_by_generator"] == {"caption:human": 14, "summary:extractive": 13, "qapair:extractive": 91}
+    assert summary["chains"] == 13  # a reasoning chain for each event and video with texts
+    assert summary["texts_by_generator"] == {"caption:human": 14, "summary:extractive": 13, "qapair:extractive": 91,
+                                             "reasoningchain:extractive": 13}
     # demo_normal_001 is unannotated: its sampled clips have no caption, so nothing is drafted for it
     assert summary["quarantined_by_reason"][reasons.CAPTION_MISSING] == 6
     assert summary["quarantined_by_reason"][reasons.NO_INPUT_TEXT] == 8

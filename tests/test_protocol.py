@@ -198,7 +198,9 @@ def test_cli_against_a_release_with_half_the_answers_right(demo_release, tmp_pat
     protocol = metrics["protocol"]
     for level, row in protocol["levels"].items():
         shares = [test[(test.level == level) & (test.task == t)].id.isin(right).mean() for t in row["tasks"]]
-        assert row["ROUGE-L"] == pytest.approx(float(np.mean(shares)))  # right answers' share, per task, averaged
+        # right answers' share, per task, averaged; up to the stream effect above: a right answer ending "13.0 s." (a
+        # "when" answer, a chain's conclusion) may tokenise as "s." in one corpus and "s ." in the other, by what follows
+        assert row["ROUGE-L"] == pytest.approx(float(np.mean(shares)), abs=0.01)
         assert 0.0 <= row["BLEU"] <= 4.0
     # the model path's call (its rows, its `score_rows` table) gives the same protocol
     rows = read_release_rows(demo_release, "test", by_id=True)

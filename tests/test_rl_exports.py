@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hivau.schemas.records import CHOICE_LETTERS, VauTaskRow, read_vau_rows
-from hivau.tasks.release.exports import sft_record, sft_target
+from hivau.prompts.vau import sft_target
+from hivau.schemas.records import CHOICE_LETTERS, VauTaskRow, read_release_rows, read_vau_rows
+from hivau.tasks.release.exports import sft_record
 from hivau.tasks.release.publish import RL_EXPORT_FOLDERS, SFT_DATASET_PREFIX, verify_release
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,12 +75,15 @@ def test_sft_and_grpo_rows_hold_each_task_in_vau_r1_s_format(demo_release):
     assert {f"{folder}/{s}.jsonl" for folder in RL_EXPORT_FOLDERS for s in SPLITS} \
         | {"sft/llamafactory/dataset_info.json"} <= set(manifest["files"])
     card = (demo_release / "README.md").read_text()
-    assert all(f"`{folder}/" in card for folder in RL_EXPORT_FOLDERS) and "later release" in card
+    assert all(f"`{folder}/" in card for folder in RL_EXPORT_FOLDERS) and "<think>chain</think>" in card
     info = json.loads((demo_release / "sft" / "llamafactory" / "dataset_info.json").read_text())
     assert info == {f"{SFT_DATASET_PREFIX}_{s}": {
         "file_name": f"{s}.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages", "videos": "videos"},
         "tags": LF_TAGS} for s in SPLITS}
     seen = set()
+    chains = {r.item_id: r.answer for split in SPLITS for r in read_release_rows(demo_release, split)
+              if r.task == "reasoning"}
+    thought = set()
     for split in SPLITS:
         tasks = read_vau_rows(demo_release, split)
         sft = read_jsonl(demo_release / "sft" / "llamafactory" / f"{split}.jsonl")
@@ -90,12 +94,16 @@ def test_sft_and_grpo_rows_hold_each_task_in_vau_r1_s_format(demo_release):
         for t, s, g, r in zip(tasks, sft, swift, trl):
             seen.add(t.task)
             assert (demo_release / t.media_path).is_file()
-            # SFT: the answer alone (no chains yet), and a prompt that asks for no more
+            # SFT: the item's released chain in <think>, then the answer; the answer alone, asked for alone, for an
+            # item without one (a clip)
             (user, assistant), (video,) = s["messages"], s["videos"]
             assert set(s) == {"messages", "videos"} and video == t.media_path
             assert user["role"] == "user" and user["content"].startswith(f"<video>\n{t.question}\n\n")
-            assert "<answer> </answer>" in user["content"] and "<think>" not in user["content"]
-            assert assistant == {"role": "assistant", "content": target_of(t)}
+            chain = chains.get(t.item_id)
+            thought.add(chain is not None)
+            assert "<answer> </answer>" in user["content"] and ("<think>" in user["content"]) == (chain is not None)
+            think = f"<think>{chain}</think>" if chain else ""
+            assert assistant == {"role": "assistant", "content": think + target_of(t)}
             # ms-swift GRPO: the user turn only, asking for think + answer, and the columns the rewards receive
             assert set(g) == {"messages", "videos", *REWARD_COLUMNS}
             (asked,) = g["messages"]
@@ -111,12 +119,12 @@ def test_sft_and_grpo_rows_hold_each_task_in_vau_r1_s_format(demo_release):
             assert r["prompt"] == [{"role": "user", "content": asked["content"].removeprefix("<video>\n")}]
             assert "<video>" not in r["prompt"][0]["content"] and r["video"] == t.media_path
             assert {k: r[k] for k in REWARD_COLUMNS} == {k: g[k] for k in REWARD_COLUMNS}
-    assert seen == TASKS
+    assert seen == TASKS and thought == {True, False}
 
 
 @pytest.mark.prefect_server
 def test_the_targets_score_full_marks_with_hivau_s_rewards(demo_release):
-    """The SFT targets, with a chain as later releases will have, are what hivau's GRPO rewards pay for; the GRPO
+    """The SFT targets, with a chain, are what hivau's GRPO rewards pay for; the GRPO
     rows' columns are what those rewards take (called as TRL calls them)."""
     from hivau.models.rewards import accuracy_reward, format_reward, iou_reward
 
@@ -332,6 +340,6 @@ def test_llamafactory_reads_the_sft_rows_through_its_dataset_info(demo_release, 
         for t, row, ours in zip(tasks, aligned, read_jsonl(demo_release / "sft" / "llamafactory" / f"{split}.jsonl")):
             # the converter's aligned form: a user prompt, the assistant target, the video joined to media_dir
             assert row["_prompt"] == [ours["messages"][0]], t.id  # not skipped as abnormal (it would be empty)
-            assert row["_response"] == [{"role": "assistant", "content": target_of(t)}]
+            assert row["_response"] == [ours["messages"][1]] and ours["messages"][1]["content"].endswith(target_of(t))
             assert row["_videos"] == [str(demo_release / t.media_path)] and Path(row["_videos"][0]).is_file()
             assert row["_system"] == "" and not row["_images"]

@@ -41,6 +41,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from hivau.prompts.vau import rl_prompt, sft_target
 from hivau.schemas.chains import vau_r1_reasoning
 from hivau.schemas.records import VAU_R1_COLUMNS, InstructionRow, VauTaskRow
 
@@ -115,37 +116,6 @@ def vau_r1_rows(tasks: list[VauTaskRow], chains: Optional[dict[str, str]] = None
 
 
 # ---------------------------------------------------------------- verifiable tasks for SFT and GRPO (VAU-R1's format)
-# what goes inside <answer></answer> for each task
-ANSWER_FORMS = {
-    "choice": "the letter of the right option (A, B, C or D)",
-    "classify": "the class name, or Normal",
-    "detect": "yes or no",
-    "grounding": "the time span in seconds as <glue>[start, end]</glue>, or <glue>[-1, -1]</glue> if nothing "
-                 "abnormal happens",
-}
-THINK_FORMAT = "Think it through inside <think> </think>, then give your final answer inside <answer> </answer>: {form}."
-ANSWER_FORMAT = "Give your final answer inside <answer> </answer>: {form}."
-
-
-def rl_prompt(task: VauTaskRow, think: bool = True) -> str:
-    """The task's question and the output format it asks for: VAU-R1's `<think>..</think><answer>..</answer>`
-    (`think`), or the answer alone (an SFT row without a reasoning chain); grounding answers in `<glue>[s, e]</glue>`."""
-    how = THINK_FORMAT if think else ANSWER_FORMAT
-    return f"{task.question}\n\n{how.format(form=ANSWER_FORMS[task.task])}"
-
-
-def answer_target(task: VauTaskRow) -> str:
-    """The task's solution as VAU-R1 tags it: `<answer>B</answer>`, `<answer><glue>[12.5, 20.0]</glue></answer>`."""
-    inner = f"<glue>{task.solution}</glue>" if task.task == "grounding" else task.solution
-    return f"<answer>{inner}</answer>"
-
-
-def sft_target(task: VauTaskRow, chain: Optional[str] = None) -> str:
-    """The assistant turn: `<think>{chain}</think>` before the answer when a reasoning chain is given."""
-    think = f"<think>{chain.strip()}</think>" if chain and chain.strip() else ""
-    return think + answer_target(task)
-
-
 def sft_record(task: VauTaskRow, chain: Optional[str] = None, video: Optional[Video] = None) -> dict:
     """A `messages` + `videos` SFT row (LLaMA-Factory sharegpt/OpenAI style, ms-swift): the prompt asks for the
     think-then-answer format only when a chain is given, so that prompt and target agree; `video` defaults to the

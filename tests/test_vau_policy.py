@@ -1,0 +1,93 @@
+"""`hivau-train --stage vau-sft | vau-grpo` on a tiny real Qwen2-VL built here: the prompts every stage shares, SFT
+that learns its targets, and TRL's GRPOTrainer with hivau's rewards (rewards computed, the policy moved, the
+adapters saved and loaded by the next stage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_video_vlms import build_tiny_qwen2_vl
+
+from hivau.models.vau_policy import VauPolicyConfig, encode, load_policy, task_prompt, user_turn
+from hivau.prompts.vau import sft_target
+from hivau.schemas.records import read_vau_rows
+
+pytestmark = pytest.mark.prefect_server  # the demo release
+
+
+def hivau_train(*args, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "hivau.models.train", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={"OMP_NUM_THREADS": "2", **__import__("os").environ})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(demo_release, tmp_path_factory) -> Path:
+    texts = (demo_release / "sft" / "swift" / "train.jsonl").read_text().splitlines()
+    return build_tiny_qwen2_vl(tmp_path_factory.mktemp("policy") / "qwen2-vl", texts=texts)
+
+
+def test_prompts_agree_across_stages_and_labels_cover_the_target_alone(demo_release, tiny_qwen):
+    tasks = read_vau_rows(demo_release, "train")
+    grounding = next(t for t in tasks if t.task == "grounding")
+    prompt = task_prompt(grounding, [0.0, 2.5])
+    assert prompt.startswith("The frames are at 0.0, 2.5 s of the video.\n") and "<glue>" in prompt
+    choice = next(t for t in tasks if t.task == "choice")
+    assert task_prompt(choice, [0.0, 2.5]).startswith(choice.question)  # only grounding needs the times
+    # TRL's conversation for a `prompt` with two `images` is the one SFT and scoring render
+    assert user_turn("Q", 2) == [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                                             {"type": "text", "text": "Q"}]}]
+    cfg = VauPolicyConfig(stage="vau-sft", release=str(demo_release), out="-", model_path=str(tiny_qwen))
+    _, processor = load_policy(cfg, None, trainable=False)
+    from PIL import Image
+
+    images = [Image.new("RGB", (56, 56), (i * 60, 0, 0)) for i in range(2)]
+    target = sft_target(choice, "Perception: a scene.")
+    enc = encode(processor, task_prompt(choice, [0.0, 2.5]), images, target)
+    labelled = enc["input_ids"][0][enc["labels"][0] != -100]
+    assert processor.tokenizer.decode(labelled).startswith(target)  # the target (and its end of turn), no prompt
+    assert (enc["input_ids"][0] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum() > 0
+
+
+def test_sft_then_grpo_trains_scores_and_saves_adapters(demo_release, tiny_qwen, tmp_path):
+    # a random tiny model learns through adapters on every layer of its LM and its output head (a pretrained one
+    # needs neither); the task with the shortest answers, asked for without <think>
+    options = {"model_path": str(tiny_qwen), "short_side": 56, "tasks": ["detect"], "think": False,
+               "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+               "modules_to_save": ["lm_head"]}
+    common = ["--release", demo_release, "--preset", "vlm", "--n-frames", "2", "--max-new-tokens", "24",
+              "--preset-options", json.dumps(options)]
+    # SFT on the short targets ("<answer>yes</answer>") until the policy writes them: then its samples differ in
+    # what they answer, and GRPO's rewards differ within a group
+    hivau_train("--stage", "vau-sft", *common, "--out", tmp_path / "sft", "--max-steps", 40, "--batch-size", 2,
+                "--lr", 5e-3)
+    sft = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    assert sft["log"][-1]["loss"] < sft["log"][0]["loss"] / 4
+    before, after = sft["test_before"]["detect"], sft["test_after"]["detect"]
+    assert after["n"] > 0 and after["accuracy"] > before["accuracy"]  # it answers yes / no where it wrote noise
+    tuned = adapter_weights(tmp_path / "sft" / "adapters")
+    assert tuned and any(float(w.abs().sum()) > 0 for k, w in tuned.items() if "lora_B" in k)  # B starts at zero
+
+    hivau_train("--stage", "vau-grpo", *common, "--init", tmp_path / "sft" / "adapters", "--out", tmp_path / "grpo",
+                "--max-steps", 2, "--batch-size", 4, "--num-generations", 4, "--max-completion-length", 12)
+    grpo = json.loads((tmp_path / "grpo" / "summary.json").read_text())
+    assert len(grpo["log"]) == 2
+    for step in grpo["log"]:  # hivau's rewards, computed by TRL on every step (iou: no grounding task here)
+        assert step["rewards/format_reward/mean"] is not None and step["rewards/accuracy_reward/mean"] is not None
+    assert any(step["reward_std"] > 0 for step in grpo["log"])
+    moved = adapter_weights(tmp_path / "grpo" / "adapters")
+    assert moved.keys() == tuned.keys()
+    assert any(not torch.equal(moved[k], tuned[k]) for k in tuned)  # the policy changed
+    predictions = [json.loads(x) for x in (tmp_path / "grpo" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["id"] for p in predictions} == {t.id for t in read_vau_rows(demo_release, "test", tasks=["detect"])}
