@@ -28,15 +28,20 @@ from pydantic import Field
 
 from hivau.models.config import Strict
 from hivau.models.rewards import accuracy_reward, format_reward, iou_reward, vau_metrics
+from hivau.models.vlm import answer_frame
 from hivau.prompts.vau import rl_prompt, sft_target
 from hivau.schemas.records import VauTask, VauTaskRow, read_release_rows, read_vau_rows
 
 STAGES = ("vau-sft", "vau-grpo")
+LOG_EVERY = 25  # SFT steps between printed losses
 # what a stage reports before and after: the learning check's figures
 HEADLINE = {"format": lambda m: m["format"]["well_formed"],
             "choice accuracy": lambda m: m.get("choice", {}).get("accuracy"),
             "grounding mIoU": lambda m: m.get("grounding", {}).get("anomalous", {}).get("mIoU")}
 REWARDS = (format_reward, accuracy_reward, iou_reward)
+# families whose several images per prompt TRL 1.16's GRPOTrainer splits wrongly (grpo_trainer.py,
+# `_get_per_token_logps_and_entropies`: LLaVA-OneVision's pixel tensors are per prompt, its `image_sizes` per image)
+GRPO_ONE_IMAGE = ("llava_onevision",)
 
 
 class VauPolicyConfig(Strict):
@@ -148,13 +153,14 @@ def _lm_targets(model, names: list[str]) -> list[str]:
 
 
 def encode(processor, text: str, images: list, target: Optional[str] = None) -> dict:
-    """Model inputs of one prompt (and, for SFT, labels on the target and its end of turn alone)."""
-    turn = user_turn(text, len(images))
-    prompt = processor.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-    full = prompt if target is None else processor.apply_chat_template(
-        turn + [{"role": "assistant", "content": [{"type": "text", "text": target}]}], tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError("the chat template renders the assistant turn otherwise than after its generation prompt")
+    """Model inputs of one prompt (and, for SFT, labels on the target and its end of turn alone): the target follows
+    the generation prompt as inference gives it, framed as the chat template frames an assistant turn."""
+    prompt = processor.apply_chat_template(user_turn(text, len(images)), add_generation_prompt=True, tokenize=False)
+    if target is None:
+        full = prompt
+    else:
+        before, after = answer_frame(processor)
+        full = prompt + before + target + after
     enc = processor(text=[full], images=images or None, return_tensors="pt")
     if target is not None:
         n_prompt = processor(text=[prompt], images=images or None, return_tensors="pt")["input_ids"].shape[1]
@@ -199,13 +205,25 @@ def train_sft(model, processor, items: list[dict], cfg: VauPolicyConfig) -> list
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         log.append({"step": step + 1, "loss": round(total, 5)})
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == cfg.max_steps:
+            print(json.dumps(log[-1]), flush=True)
     return log
+
+
+def check_grpo_support(model, cfg: VauPolicyConfig) -> None:
+    """Refuse, before any work, what TRL 1.16's GRPOTrainer gets wrong."""
+    family = model.base_model.model.config.model_type
+    if family in GRPO_ONE_IMAGE and cfg.n_frames > 1:
+        raise SystemExit(f"{cfg.model_path}: TRL 1.16's GRPOTrainer cannot score {family} prompts of several images "
+                         f"(it slices their pixels by prompt and their image sizes by image); use n_frames 1, or "
+                         f"a Qwen2-VL, Qwen2.5-VL or InternVL checkpoint")
 
 
 def train_grpo(model, processor, items: list[dict], cfg: VauPolicyConfig) -> list[dict]:
     """TRL's GRPOTrainer on the tasks with hivau's rewards; returns its log."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
+
 
     rows = Dataset.from_list([{"prompt": [{"role": "user", "content": e["prompt"]}], "images": e["images"],
                                "id": e["task"].id, "task": e["task"].task, "solution": e["task"].solution,
@@ -229,6 +247,8 @@ def run(cfg: VauPolicyConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     model, processor = load_policy(cfg, cfg.init, trainable=True)
+    if cfg.stage == "vau-grpo":
+        check_grpo_support(model, cfg)
     model.to(device_of(cfg.device))
     train, test = examples(cfg, "train"), examples(cfg, "test")
     if not train:

@@ -161,6 +161,26 @@ def frame_features(family: str, core: nn.Module, pixels: dict, n: int, dtype: to
 
 
 # ---------------------------------------------------------------- sequences (run in DataLoader workers)
+def answer_frame(processor) -> tuple[str, str]:
+    """(text the model writes before the answer, end of turn after it), read off the chat template.
+
+    The end of turn is what the template renders after an assistant message. The prefix is what it renders between
+    its generation prompt and the message when a conversation extends the prompt; templates whose turns open
+    otherwise than their generation prompt (llava-hf's LLaVA-OneVision: "<|im_start|>assistant " in a turn,
+    "<|im_start|>assistant\\n" as the prompt) get none, since inference gives the model the prompt and the answer
+    comes right after it.
+    """
+    user = [{"role": "user", "content": [{"type": "text", "text": "Q"}]}]
+    marker = "\x00ANSWER\x00"
+    prompt = processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+    full = processor.apply_chat_template(
+        user + [{"role": "assistant", "content": [{"type": "text", "text": marker}]}], tokenize=False)
+    if full.count(marker) != 1:
+        raise ValueError("the chat template does not render an assistant message's text")
+    before, after = full.split(marker)
+    return (before[len(prompt):] if before.startswith(prompt) else ""), after
+
+
 class VideoChatCollator:
     """Rows and their frames -> token ids, labels and pixel tensors, through the checkpoint's processor.
 
@@ -174,26 +194,7 @@ class VideoChatCollator:
         self.processor, self.family, self.max_length, self.motion = processor, family, max_length, motion
         self.placeholder_id = placeholder_id
         self.tokenizer = processor.tokenizer
-        self.answer_prefix, self.answer_suffix = self._answer_frame()
-
-    def _answer_frame(self) -> tuple[str, str]:
-        """(text the model writes before the answer, end of turn after it), read off the chat template.
-
-        The end of turn is what the template renders after an assistant message. The prefix is what it renders between
-        its generation prompt and the message when a conversation extends the prompt; templates whose turns open
-        otherwise than their generation prompt (llava-hf's LLaVA-OneVision: "<|im_start|>assistant " in a turn,
-        "<|im_start|>assistant\\n" as the prompt) get none, since inference gives the model the prompt and the answer
-        comes right after it.
-        """
-        user = [{"role": "user", "content": [{"type": "text", "text": "Q"}]}]
-        marker = "\x00ANSWER\x00"
-        prompt = self.processor.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
-        full = self.processor.apply_chat_template(
-            user + [{"role": "assistant", "content": [{"type": "text", "text": marker}]}], tokenize=False)
-        if full.count(marker) != 1:
-            raise ValueError("the chat template does not render an assistant message's text")
-        before, after = full.split(marker)
-        return (before[len(prompt):] if before.startswith(prompt) else ""), after
+        self.answer_prefix, self.answer_suffix = answer_frame(processor)
 
     def prompt_text(self, prompt: str, n_videos: int) -> str:
         content = [{"type": "video"}] * n_videos + [{"type": "text", "text": prompt}]
