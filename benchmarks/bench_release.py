@@ -19,7 +19,10 @@ and video summaries with judgement / description / analysis, 7 QA pairs per even
 70% anomalous (UCF-Crime classes) and 30% normal, stored clip reviews on 5% of the videos, one batch record; and a
 placeholder media file (a few bytes) at every path the records name (clips, events, the video), since a release
 hard-links the media of every released item. One generator (seed 0) makes the largest size; a smaller size is its
-first N videos. Each version gets its own copy of the store and writes its manifests into it.
+first N videos. HEAD's code then adds a reasoning chain to every event and video (its text from the record's
+captions, description and analysis, shaped like the offline roll-up's), which HEAD releases as `reasoning` rows and
+inside the SFT rows' `<think>`; the baseline reads the same records without them. Each version gets its own copy of
+the store and writes its manifests into it.
 
 Per (version, size), `--repeats` runs alternating versions, each the workspace's first release (the previous run's
 release folder is removed): the call's wall time, the child's peak RSS (ru_maxrss, imports and the read of the
@@ -147,6 +150,45 @@ def child_store(spec: dict) -> dict:
     return {str(n): {"videos": n, "anomalous": anomalous[n], "reviews": reviews[n],
                      "media_files": sum(1 for p in (stores[n].root / "media").rglob("*") if p.is_file())}
             for n in sizes} | {"seconds": round(time.perf_counter() - started, 1)}
+
+
+def chain_of(item, item_id: str, level: str, start_s: float, end_s: float, clips, captions: dict):
+    """A reasoning chain of one event or the video, shaped like the offline roll-up's (the store gives its texts)."""
+    from hivau.schemas.chains import Chain, format_chain
+    from hivau.schemas.records import Generator, ReasoningChain
+
+    summary = next((s for s in item.summaries if s.item_id == item_id), None)
+    timed = [(c.start_s, c.end_s, captions[c.clip_id]) for c in clips if c.clip_id in captions]
+    label = ", ".join(item.labels) if item.is_anomaly else ""
+    chain = Chain(scene=timed[0][2] if timed else "A street.", observations=timed,
+                  what_happens=(summary.description if summary else "") or "People walk by.",
+                  why=(summary.analysis if summary and summary.analysis else "Only ordinary activity is described."),
+                  cause=f"What leads up to it, as recorded: {timed[0][2]}" if label and timed else "",
+                  consequence=f"What follows, as recorded: {timed[-1][2]}" if label and timed else "",
+                  conclusion=f"An anomaly occurs: {label}, from {start_s:.1f} s to {end_s:.1f} s." if label
+                  else f"This {level} is normal; no anomaly occurs.")
+    return ReasoningChain(item_id=item_id, level=level, video_id=item.video_id, text=format_chain(chain),
+                          provenance="auto_draft", generator=Generator(backend="extractive", prompt_version="bench"))
+
+
+def child_chains(spec: dict) -> dict:
+    """A reasoning chain for every event and video of the stores (HEAD's schema; the baseline's ignores them)."""
+    check_origin(spec["snap"])
+    from hivau.workspace import Workspace
+
+    started, added = time.perf_counter(), 0
+    for n in spec["sizes"]:
+        ws = Workspace.at(Path(spec["root"]) / f"store-{n}")
+        for item in list(ws.iter_videos()):
+            captions = {c.item_id: c.text for c in item.captions}
+            item.chains = [chain_of(item, e.event_id, "event", e.start_s, e.end_s,
+                                    [c for c in item.planned_clips if c.event_id == e.event_id], captions)
+                           for e in item.planned_events]
+            item.chains.append(chain_of(item, item.video_id, "video", 0.0, item.probe.duration_s, item.planned_clips,
+                                        captions))
+            ws.put_video(item)
+            added += len(item.chains)
+    return {"chains": added, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def child_manifests(spec: dict) -> dict:
@@ -297,7 +339,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        fn = {"store": child_store, "manifests": child_manifests, "release": child_release}[spec["op"]]
+        fn = {"store": child_store, "chains": child_chains, "manifests": child_manifests,
+              "release": child_release}[spec["op"]]
         print(json.dumps(fn(spec)))
         return
     started, load_start = time.perf_counter(), load()
@@ -312,10 +355,13 @@ def main() -> None:
     repeats_at = {int(k): int(v) for k, v in (p.split(":") for p in args.repeats_at.split(",") if p)}
     marker = root / "stores.json"
     made = json.loads(marker.read_text()) if marker.is_file() else {}
-    if not all(str(n) in made for n in sizes):  # built once, by the baseline snapshot's builder, kept with --work
+    if not all(str(n) in made for n in sizes) or "chains" not in made:  # built once, kept with --work
         for n in sizes:
             shutil.rmtree(root / f"store-{n}", ignore_errors=True)
         made = run_child(snaps["baseline"], {"op": "store", "sizes": sizes, "root": str(root)})
+        # HEAD adds a reasoning chain to every event and video (released as reasoning rows and in the SFT rows'
+        # <think>); the baseline, which has no chains, reads the same records without them
+        made["chains"] = run_child(snaps["head"], {"op": "chains", "sizes": sizes, "root": str(root)})
         marker.write_text(json.dumps(made))
     print(f"stores: {made}", flush=True)
     stored = {"machine": machine(), "baseline": labels["baseline"], "head": labels["head"], "load_start": load_start,
