@@ -72,6 +72,10 @@ class VauPolicyConfig(Strict):
     temperature: float = 1.0
     beta: float = Field(0.0, description="GRPO: KL weight against the start (0: no reference model, TRL's default)")
     max_new_tokens: int = Field(256, description="longest answer when scoring")
+    eval_per_task: Optional[int] = Field(None, ge=1, description="score the first N test tasks of each kind "
+                                                                  "(release order); None: all")
+    score_before: bool = Field(True, description="also score the starting policy (off: a stage that starts where "
+                                                 "the last one was scored)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -109,12 +113,25 @@ def chains_of(release: Path) -> dict[str, str]:
             for r in read_release_rows(release, split) if r.task == "reasoning"}
 
 
+def first_of_each(tasks: list[VauTaskRow], n: Optional[int]) -> list[VauTaskRow]:
+    """The first n tasks of each kind, in release order (all when n is None)."""
+    seen: dict[str, int] = {}
+    kept = []
+    for t in tasks:
+        seen[t.task] = seen.get(t.task, 0) + 1
+        if n is None or seen[t.task] <= n:
+            kept.append(t)
+    return kept
+
+
 def examples(cfg: VauPolicyConfig, split: str) -> list[dict]:
-    """One example per task of the split: the task, its frames and their times, the prompt, the SFT target."""
+    """One example per task of the split (the test split's first `eval_per_task` of each kind): the task, its frames
+    and their times, the prompt, the SFT target."""
     release = Path(cfg.release)
     chains = chains_of(release) if cfg.think else {}
+    tasks = read_vau_rows(release, split, tasks=cfg.tasks)
     out = []
-    for task in read_vau_rows(release, split, tasks=cfg.tasks):
+    for task in first_of_each(tasks, cfg.eval_per_task if split == "test" else None):
         images, times = task_frames(str(release / task.media_path), cfg.n_frames, cfg.short_side)
         chain = chains.get(task.item_id)
         out.append({"task": task, "images": list(images), "prompt": task_prompt(task, list(times), think=cfg.think),
@@ -254,7 +271,7 @@ def run(cfg: VauPolicyConfig) -> dict:
     if not train:
         raise SystemExit(f"{cfg.release}: no verifiable tasks of {cfg.tasks} in vau/train.parquet")
     started = time.monotonic()
-    before, _ = score(model, processor, test, cfg.max_new_tokens)
+    before = score(model, processor, test, cfg.max_new_tokens)[0] if cfg.score_before else None
     log = (train_sft if cfg.stage == "vau-sft" else train_grpo)(model, processor, train, cfg)
     after, answers = score(model, processor, test, cfg.max_new_tokens)
     model.save_pretrained(out / "adapters")
@@ -295,5 +312,5 @@ def main(argv=None) -> None:
     summary = run(parse_args(argv))
     before, after = summary["test_before"], summary["test_after"]
     for name, value in HEADLINE.items():
-        print(f"{name}: {value(before)} -> {value(after)}")
+        print(f"{name}: {value(before) if before else 'not scored'} -> {value(after)}")
     print(f"adapters: {Path(summary['config']['out']) / 'adapters'}")
