@@ -238,8 +238,11 @@ def check_grpo_support(model, cfg: VauPolicyConfig) -> None:
 
 def train_grpo(model, processor, items: list[dict], cfg: VauPolicyConfig) -> list[dict]:
     """TRL's GRPOTrainer on the tasks with hivau's rewards; returns its log."""
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    try:
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+    except ImportError as exc:
+        raise SystemExit(f"--stage vau-grpo needs TRL: pip install -e '.[rl]' ({exc})") from exc
 
 
     rows = Dataset.from_list([{"prompt": [{"role": "user", "content": e["prompt"]}], "images": e["images"],
