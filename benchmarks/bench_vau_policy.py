@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=12)
     parser.add_argument("--sft-steps", type=int, default=300)
     parser.add_argument("--grpo-steps", type=int, default=40)
+    parser.add_argument("--sft-lr", type=float, default=2e-3)
+    parser.add_argument("--grpo-lr", type=float, default=2e-4)
     parser.add_argument("--n-frames", type=int, default=4)
     parser.add_argument("--eval-per-task", type=int, default=24, help="test tasks scored per kind")
     parser.add_argument("--answers-only", action="store_true", help="SFT on the answers alone, prompts without "
@@ -108,10 +110,10 @@ def main() -> None:
     options = {"model_path": str(tiny_policy(args.work, release)), "n_frames": args.n_frames, "short_side": 64,
                "max_new_tokens": 64 if args.answers_only else 512, "eval_per_task": args.eval_per_task,
                "think": not args.answers_only, **LORA}
-    sft_flags = ["--max-steps", str(args.sft_steps), "--batch-size", "4", "--lr", "2e-3"]
+    sft_flags = ["--max-steps", str(args.sft_steps), "--batch-size", "4", "--lr", str(args.sft_lr)]
     grpo_flags = ["--init", str(args.work / f"vau-sft{suffix}" / "adapters"), "--max-steps", str(args.grpo_steps),
                   "--batch-size", "4", "--num-generations", "4", "--max-completion-length",
-                  str(options["max_new_tokens"]), "--lr", "2e-4"]
+                  str(options["max_new_tokens"]), "--lr", str(args.grpo_lr)]
     sft = stage("vau-sft", release, args.work / f"vau-sft{suffix}", options, *sft_flags)
     grpo = stage("vau-grpo", release, args.work / f"vau-grpo{suffix}", {**options, "score_before": False}, *grpo_flags)
     shown = {k: v for k, v in options.items() if k != "model_path"}
