@@ -117,10 +117,13 @@ def test_failed_and_missing_captions_are_recorded(cut):
 
 
 def one_clip_videos(tmp_path, prefix: str, n: int) -> Workspace:
-    """A workspace of `n` cut 2-second Fighting videos of one uncaptioned clip each."""
+    """A workspace of `n` cut 2-second Fighting videos of one uncaptioned clip each. Each has its own hue, so that
+    no two requests about them are the same (the answer cache would otherwise serve one request from the other's
+    answer whenever the first finished before the second was sent: a count that depends on timing)."""
     ws = Workspace.at(tmp_path / "ws")
     for i in range(n):
-        video = make_video(tmp_path / "videos" / f"{prefix}{i}.mp4", 2.0, fps=25, size="64x48", gop=25)
+        video = make_video(tmp_path / "videos" / f"{prefix}{i}.mp4", 2.0, fps=25, size="64x48", gop=25,
+                           extra=("-vf", f"hue=h={40 * i}"))
         item = VideoItem(video_id=f"{prefix}{i}", path=str(video), source_format="hivau", labels=["Fighting"],
                          events=[AnnotatedEvent(start_s=0.2, end_s=1.8, clips=[AnnotatedClip(start_s=0.2, end_s=1.8)])])
         ws.put_video(cut_item(plan_video(probe_item(item), PlanSettings()), ws, "copy"))
