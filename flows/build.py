@@ -7,6 +7,7 @@ a local Dask cluster, or an existing one (`dask_address`).
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Callable, Literal, Optional
@@ -22,6 +23,7 @@ from hivau.flows.review import push_for_review
 from hivau.progress import progress_bar
 from hivau.schemas import reasons
 from hivau.schemas.records import AnnotationFormat, CutMode, DeclaredSplit, Level
+from hivau.stopping import Stopped, set_activity, stop_on_signals, stop_requested
 from hivau.tasks import manifests
 from hivau.tasks.build.cut import CutSettings
 from hivau.tasks.build.plan import PlanSettings
@@ -160,12 +162,15 @@ def run_shards(stage: str, submit: Callable[[list[str]], object], video_ids: lis
     logger = get_run_logger()
     ws = Workspace.at(workspace)
     parts = shards(video_ids, shard_size)
+    set_activity(f"{stage}: 0 of {len(video_ids)} videos done")
     futures = {id(f): (f, part) for part in parts for f in [submit(part)]}
     reports, done_videos = [], 0
     with progress_bar(stage, total=len(video_ids)) as advance:
         for future in as_completed([f for f, _ in futures.values()]):
             part = futures[id(future)][1]
             outcome = future.result(raise_on_failure=False)
+            if isinstance(outcome, Stopped) or stop_requested():
+                raise Stopped(getattr(outcome, "signum", signal.SIGINT))  # its videos are not at fault
             if isinstance(outcome, BaseException):
                 logger.error("%s: a shard of %d videos failed after retries: %s", stage, len(part), outcome)
                 for item in ws.iter_videos(part):
@@ -174,6 +179,7 @@ def run_shards(stage: str, submit: Callable[[list[str]], object], video_ids: lis
             else:
                 reports.append(outcome)
             done_videos += len(part)
+            set_activity(f"{stage}: {done_videos} of {len(video_ids)} videos done")
             progress.update(done_videos / max(len(video_ids), 1))
             for _ in part:
                 advance()
@@ -186,6 +192,13 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
                    captioner: CaptionSettings, rollup: RollupSettings, review_context_s: Optional[float],
                    shard_size: int) -> dict:
     """Every stage of one batch, shard by shard, on the flow's task runner (the roll-up talks to the LLM from here)."""
+    with stop_on_signals():  # Prefect puts its own SIGTERM handler back for a subflow: ours goes over it again
+        return process_stages(workspace, batch, cut_mode, plan, cut, captioner, rollup, review_context_s, shard_size)
+
+
+def process_stages(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSettings, cut: CutSettings,
+                   captioner: CaptionSettings, rollup: RollupSettings, review_context_s: Optional[float],
+                   shard_size: int) -> dict:
     video_ids = Workspace.at(workspace).get_batch(batch).video_ids
     progress = Progress(6 + (review_context_s is not None))
     seconds: dict[str, float] = {}
@@ -199,6 +212,7 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
                                  video_ids, shard_size, workspace, progress)}
     timed("probe_plan_cut")
     if captioner.backend == "openai":
+        set_activity(f"captioning the clips of {len(video_ids)} videos (answers already received are cached)")
         reports["caption"] = [caption_videos_online(workspace, video_ids, captioner)]
         progress.stage += 1
         progress.update(0.0)
@@ -211,6 +225,7 @@ def process_videos(workspace: str, batch: str, cut_mode: CutMode, plan: PlanSett
         "verify-captions", lambda part: verify_drafts.submit(workspace, part, ("clip",)), video_ids, shard_size,
         workspace, progress)
     timed("verify_captions")
+    set_activity(f"roll-up of {len(video_ids)} videos (answers already received are cached)")
     rollup_note = roll_up_texts(workspace, video_ids, rollup)
     progress.stage += 1
     progress.update(0.0)
@@ -268,7 +283,9 @@ def build_hivau(
     batches, and write the manifests of all of them."""
     ws = Workspace.at(workspace)
     batch = batch or default_batch_id(format, annotations, videos_dir)
-    with ws.lock(f"build-hivau (batch {batch})", lock_wait_s):
+    # a stop (Ctrl-C, SIGTERM, a cancelled deployment run) ends every shard at its next video and kills ffmpeg
+    with stop_on_signals(), ws.lock(f"build-hivau (batch {batch})", lock_wait_s):
+        set_activity("ingest")
         ingest_videos(str(ws.root), batch, format, annotations, videos_dir, labels, split)
         runner = make_task_runner(task_runner, max_workers, dask_address)
         context = review.event_context_s if review.should_push() else None
@@ -278,6 +295,7 @@ def build_hivau(
         record = ws.get_batch(batch)
         ws.put_batch(record.model_copy(update={"last_build": work,
                                                "built_at": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"}))
+        set_activity("writing the manifests")
         written = write_manifests(str(ws.root))
         summary, total = written["batches"].get(batch, {}), written["summary"]
         create_table_artifact(total_rows(summary, total), key="build-hivau-summary",
@@ -285,6 +303,7 @@ def build_hivau(
         create_table_artifact(check_rows(summary), key="build-hivau-checks",
                               description=f"draft checks of batch {batch}: failed checks per check, level, severity")
         if review.should_push():
+            set_activity("pushing drafts to Label Studio")
             pushed = push_for_review(str(ws.root), review)
             print(f"review: drafts waiting in Label Studio at {pushed.url} (projects {pushed.projects})")
     print(f"done: batch {batch}: {summary.get('videos_processed', 0)} videos processed, "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -14,7 +17,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="hivau: open 
 console = Console()
 
 
+def stoppable(operation: str, prefect: bool = False) -> Callable:
+    """A command that Ctrl-C or SIGTERM stops within seconds: it says what it was doing and how to resume, and
+    exits 130 (SIGINT) or 143 (SIGTERM). With `prefect`, a temporary Prefect server (when PREFECT_API_URL is
+    unset) stays up until the stopped run is marked."""
+
+    def wrap(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            from hivau.prefect_local import prefect_api
+            from hivau.stopping import Stopped, resume_command, stop_message, stop_on_signals
+
+            try:
+                with stop_on_signals(), (prefect_api() if prefect else nullcontext()):
+                    return command(*args, **kwargs)
+            except Stopped as exc:
+                print(stop_message(operation, resume_command(), exc), file=sys.stderr)  # unwrapped: copyable
+                raise typer.Exit(exc.exit_code)
+
+        return run
+
+    return wrap
+
+
 @app.command()
+@stoppable("build", prefect=True)
 def build(
     videos: Path = typer.Option(..., "--videos", help="folder of source videos"),
     workspace: Path = typer.Option(..., "--workspace", help="output folder"),
@@ -158,6 +185,7 @@ def _review_settings(url: Optional[str], batch_size: int, dataset: Optional[str]
 
 
 @review_app.command("push")
+@stoppable("review push")
 def review_push(workspace: Path = typer.Option(..., "--workspace"),
                 url: Optional[str] = typer.Option(None, "--url", help="default: LABEL_STUDIO_URL"),
                 dataset: Optional[str] = typer.Option(None, "--dataset", help="project title part (default: workspace name)"),
@@ -180,6 +208,7 @@ def review_push(workspace: Path = typer.Option(..., "--workspace"),
 
 
 @review_app.command("pull")
+@stoppable("review pull")
 def review_pull(workspace: Path = typer.Option(..., "--workspace"),
                 url: Optional[str] = typer.Option(None, "--url", help="default: LABEL_STUDIO_URL"),
                 dataset: Optional[str] = typer.Option(None, "--dataset"),
@@ -201,6 +230,7 @@ def review_pull(workspace: Path = typer.Option(..., "--workspace"),
 
 
 @app.command()
+@stoppable("release")
 def release(workspace: Path = typer.Option(..., "--workspace"),
             include_unreviewed: bool = typer.Option(False, "--include-unreviewed",
                                                     help="let unreviewed drafts in, marked auto_draft"),
@@ -270,6 +300,7 @@ def export_frames(release: Path = typer.Option(..., "--release", help="a release
 
 
 @app.command()
+@stoppable("propose", prefect=True)
 def propose(workspace: Path = typer.Option(..., "--workspace"),
             model: Optional[Path] = typer.Option(None, "--model", help="model folder or models folder "
                                                                           "(default: WORKSPACE/models)"),

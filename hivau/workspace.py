@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from hivau.schemas.item import BatchRecord, Tables, VideoItem
 from hivau.schemas.records import TABLE_MODELS, Level, ReviewRecord, arrow_schema, to_arrow_table
+from hivau.stopping import check_stop
 
 LEVELS: tuple[Level, ...] = ("clip", "event", "video")
 MANIFEST_GENERATIONS = ".manifests"
@@ -185,6 +186,7 @@ class Workspace:
     def iter_videos(self, video_ids: Optional[Iterable[str]] = None) -> Iterator[VideoItem]:
         """The stored records, one at a time (a workspace of thousands never sits in memory whole)."""
         for video_id in (self.video_ids() if video_ids is None else video_ids):
+            check_stop()  # every per-video stage reads through here: a stop ends it at a video boundary
             item = self.get_video(video_id)
             if item is not None:
                 yield item

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -110,6 +111,10 @@ def frame_store(cfg: TrainConfig, model, out: Path) -> FrameStore:
 
 def quiet_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the training threads
+    # a terminal's Ctrl-C reaches the whole process group: the main process decides when to stop (after a step,
+    # with a checkpoint); a worker that died of it would fail the step instead
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def to_device(inputs: dict, device) -> dict:

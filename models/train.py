@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -43,6 +44,15 @@ from hivau.models.vau_policy import STAGES
 from hivau.models.vau_policy import main as train_vau_policy
 from hivau.models.vlm import PretrainedVideoLLM, VLMConfig
 from hivau.schemas.records import InstructionRow, read_release_rows
+from hivau.stopping import (
+    Stopped,
+    check_stop,
+    resume_command,
+    set_activity,
+    stop_message,
+    stop_on_signals,
+    stop_requested,
+)
 from hivau.workspace import atomic_target, atomic_write_bytes
 
 
@@ -138,6 +148,9 @@ def train_scorer(model, store: FrameStore, release: Path, cfg: TrainConfig, devi
     gen = torch.Generator().manual_seed(cfg.seed)
     last = {}
     for epoch in range(scfg.epochs):
+        set_activity(f"the scorer stage, epoch {epoch + 1} of {scfg.epochs} (it is short and not checkpointed: a "
+                     f"stopped run starts it again)")
+        check_stop()
         total = 0.0
         for i in torch.randperm(len(videos), generator=gen).tolist():
             v = videos[i]
@@ -364,6 +377,10 @@ class TrainRecipe:
         loader = self.setup_loader()
         self.model.train()
         for micro in loader:
+            set_activity(f"step {self.step} of {self.total}")
+            if stop_requested():  # Ctrl-C or SIGTERM: end at this step boundary; run() saves the checkpoint
+                self.log({"stopped": "signal", "step": self.step})
+                break
             if cfg.max_minutes and time.time() - self.started > cfg.max_minutes * 60:
                 self.log({"stopped": "max_minutes", "step": self.step})
                 break
@@ -398,6 +415,12 @@ class TrainRecipe:
         self.setup_model()
         self.setup_optimizer()
         self.train()
+        if stop_requested():
+            if self.rank == 0:
+                self.save_checkpoint()
+            set_activity(f"step {self.step} of {self.total} (checkpoint {self.out / 'checkpoints'}/"
+                         f"step-{self.step:07d}.pt saved)")
+            check_stop()
         return self.finish()
 
 
@@ -438,7 +461,13 @@ def main(argv=None) -> None:
     stage.add_argument("--stage", choices=("hawk", *STAGES), default="hawk")
     if stage.parse_known_args(argv)[0].stage in STAGES:
         return train_vau_policy(argv)
-    summary = train(parse_args(argv))
+    try:
+        with stop_on_signals(interrupt=False):  # the step loop checks the flag and stops with a checkpoint
+            summary = train(parse_args(argv))
+    except Stopped as exc:
+        print(stop_message("hivau-train", resume_command(), exc, kept="The next run resumes from that checkpoint "
+                           "exactly."), file=sys.stderr)
+        sys.exit(exc.exit_code)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"done": summary}))
 

@@ -83,3 +83,30 @@ class served_deployments:
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+# what differs between two runs that made the same records: when a review was written, and how long it took
+RUN_TIME_FIELDS = frozenset({"created_at", "updated_at", "lead_time_s"})
+
+
+def _without_times(value):
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if k not in RUN_TIME_FIELDS}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def manifest_digest(workspace: Path) -> dict[str, str]:
+    """A digest of each manifest table's rows (in any order, run times left out): equal digests mean two runs
+    wrote the same records."""
+    import hashlib
+    import json
+
+    import pyarrow.parquet as pq
+
+    digests = {}
+    for path in sorted((Path(workspace) / "manifests").glob("*.parquet")):
+        rows = sorted(json.dumps(_without_times(r), sort_keys=True, default=str) for r in pq.read_table(path).to_pylist())
+        digests[path.stem] = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+    return digests

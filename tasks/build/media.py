@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from typing import Sequence
 
+from hivau.stopping import run_child
+
 
 class MissingBinaryError(RuntimeError):
     pass
@@ -22,8 +24,9 @@ def require_binary(name: str) -> str:
 
 
 def run_quiet(args: Sequence[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run a command, capturing output as text; never raises on a non-zero exit (callers decide)."""
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+    """Run a command, capturing output as text; never raises on a non-zero exit (callers decide), but raises
+    `Stopped` when a stop (Ctrl-C, SIGTERM) ends it, so a killed ffmpeg is never taken for a broken input."""
+    return run_child(args, timeout)
 
 
 def last_error_line(stderr: str, limit: int = 300) -> str:

@@ -1,0 +1,158 @@
+"""Faults survived: Ctrl-C and SIGTERM stop a build (with and without a Prefect server) and the trainer within
+seconds, say what they were doing and how to resume, release the workspace lock, leave their Prefect runs marked,
+and the next run finishes the work as if nothing had happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers import manifest_digest
+
+BIN = Path(sys.executable).parent
+STOP_LIMIT_S = 60  # a hang is minutes; the seconds themselves are measured in benchmarks/bench_faults.py
+
+
+def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """A command in its own session and process group, as a terminal runs it."""
+    out = open(log, "w")
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_until(condition, proc: subprocess.Popen, log: Path, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert proc.poll() is None, f"finished before the fault could be injected:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen, how: str, log: Path) -> float:
+    """Ctrl-C in a terminal (SIGINT to the whole process group) or SIGTERM to the process; seconds until it exits."""
+    start = time.monotonic()
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"still running {STOP_LIMIT_S} s after {how}:\n{log.read_text()[-3000:]}")
+    return time.monotonic() - start
+
+
+def _flow_run_states(db: Path, workspace: Path) -> dict[str, str]:
+    """flow name -> state type of the runs on `workspace`, read from a Prefect server's database."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT f.name, r.state_type, r.parameters FROM flow_run r JOIN flow f ON f.id = r.flow_id")
+        return {name: state for name, state, params in rows if str(workspace) in params}
+
+
+def _media_files(ws: Path) -> list[Path]:
+    return [p for p in (ws / "media").rglob("*.mp4")] if (ws / "media").is_dir() else []
+
+
+def _assert_stopped_cleanly(ws: Path, log: Path, how: str, rc: int) -> None:
+    from hivau.workspace import Workspace
+
+    text = log.read_text()
+    signame = "SIGINT" if how == "ctrl-c" else "SIGTERM"
+    assert rc == (130 if how == "ctrl-c" else 143), text[-3000:]
+    assert re.search(rf"hivau: build stopped by {signame} during (cut|start-up|ingest)", text), text[-3000:]
+    assert "Resume with: hivau build --videos" in text
+    assert not list(ws.rglob(".*.part.mp4")), "a killed ffmpeg's partial output was left"
+    with Workspace.at(ws).lock("the test", wait_s=0):  # the lock was released
+        pass
+    quarantined = [q for line in (ws / "state" / "videos").glob("*.json")
+                   for q in json.loads(line.read_text()).get("quarantine", []) if q["reason"] != "no_input_text"]
+    assert not [q for q in quarantined if q["stage"] == "cut"], f"a stop was recorded as a broken video: {quarantined}"
+
+
+@pytest.mark.prefect_server
+def test_ctrl_c_and_sigterm_stop_a_build_that_then_resumes_to_the_same_manifests(demo_dir, prefect_server,
+                                                                                 built_demo, tmp_path):
+    ws = tmp_path / "ws"
+    cmd = [str(BIN / "hivau"), "build", "--videos", str(demo_dir / "videos"), "--annotations",
+           str(demo_dir / "annotations.json"), "--workspace", str(ws), "--workers", "1", "--shard-size", "1"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+
+    # 1. no Prefect server configured (the README's first command): Ctrl-C in the terminal, once cutting started
+    home = tmp_path / "prefect-home"
+    log = tmp_path / "build-1.log"
+    proc = _start(cmd, {**clean, "PREFECT_HOME": str(home)}, log)
+    _wait_until(lambda: len(_media_files(ws)) >= 2, proc, log)
+    _stop(proc, "ctrl-c", log)
+    _assert_stopped_cleanly(ws, log, "ctrl-c", proc.returncode)
+    states = _flow_run_states(home / "prefect.db", ws)
+    # the temporary server outlived the build long enough to record how its runs ended, then went away
+    assert states == {"build-hivau": "CRASHED", "process-videos": "CRASHED"}, states
+    url = re.search(r"temporary Prefect server on (\S+)", log.read_text()).group(1)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/health", timeout=2)
+    cut_first = len(_media_files(ws))
+
+    # 2. against a Prefect server: SIGTERM (a scheduler or container runtime), later in the cut
+    log = tmp_path / "build-2.log"
+    proc = _start(cmd, prefect_server["env"], log)
+    _wait_until(lambda: len(_media_files(ws)) >= cut_first + 2, proc, log)
+    _stop(proc, "sigterm", log)
+    _assert_stopped_cleanly(ws, log, "sigterm", proc.returncode)
+    assert _flow_run_states(prefect_server["home"] / "prefect.db", ws) == {"build-hivau": "CRASHED",
+                                                                          "process-videos": "CRASHED"}
+
+    # 3. the same command again finishes the build: nothing cut twice, nothing lost, the same records
+    log = tmp_path / "build-3.log"
+    done = subprocess.run(cmd, env=prefect_server["env"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((ws / "manifests" / "summary.json").read_text())
+    work = summary["batches"][next(iter(summary["batches"]))]
+    assert work["videos_processed"] > 0
+    assert manifest_digest(ws) == manifest_digest(built_demo)
+    segments = {p.stem: json.loads(p.read_text()) for p in (ws / "state" / "segments").glob("*.json")}
+    assert segments and all(Path(s["result"]["path"]).stat().st_size == s["size"] for s in segments.values())
+
+
+def _train_cmd(release: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "hivau.models.train", "--release", str(release), "--preset", "tiny", "--out",
+            str(out), "--batch-size", "2", "--scorer-epochs", "2", "--log-every", "1", "--num-threads", "1",
+            "--workers", "1", "--save-every", "1000", "--preset-options", '{"image_size": 64}', *extra]
+
+
+def test_ctrl_c_stops_the_trainer_at_a_step_with_a_checkpoint_it_resumes_from_exactly(demo_release, tmp_path):
+    from safetensors.torch import load_file
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = tmp_path / "train.log"
+    proc = _start(_train_cmd(demo_release, tmp_path / "stopped", "--max-steps", "400"), env, log)
+    _wait_until(lambda: '"step": 3,' in log.read_text(), proc, log, timeout_s=600)
+    _stop(proc, "ctrl-c", log)
+    text = log.read_text()
+    assert proc.returncode == 130, text[-3000:]
+    stopped = json.loads([ln for ln in text.splitlines() if '"stopped": "signal"' in ln][-1])
+    step = stopped["step"]
+    pointer = (tmp_path / "stopped" / "checkpoints" / "latest").read_text().strip()
+    assert pointer == f"step-{step:07d}.pt"
+    assert f"hivau-train stopped by SIGINT during step {step} of 400" in text
+    assert "Resume with:" in text and "The next run resumes from that checkpoint" in text
+
+    # resumed to step+2, it equals a run that went to step+2 without stopping
+    resumed = subprocess.run(_train_cmd(demo_release, tmp_path / "stopped", "--max-steps", "400", "--stop-at",
+                                        str(step + 2)), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f'"resumed_from": "{pointer}"' in resumed.stdout
+    straight = subprocess.run(_train_cmd(demo_release, tmp_path / "straight", "--max-steps", "400", "--stop-at",
+                                         str(step + 2)), env=env, capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    a = load_file(str(tmp_path / "stopped" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
