@@ -226,3 +226,69 @@ def test_a_dask_worker_killed_mid_shard_has_its_shard_run_again_and_nothing_lost
     segments = [json.loads(p.read_text()) for p in (ws / "state" / "segments").glob("*.json")]
     assert segments and all(Path(s["result"]["path"]).stat().st_size == s["size"] for s in segments)
     assert not list(ws.rglob(".*.part.mp4"))
+
+
+def _lock_holder(ws: Path) -> str:
+    path = ws / "state" / "workspace.lock"
+    return path.read_text() if path.is_file() else ""
+
+
+@pytest.mark.prefect_server
+def test_ctrl_c_and_sigterm_stop_push_pull_and_release_which_then_complete_without_duplicates(
+        label_studio, fresh_workspace, tmp_path):
+    from test_review import annotate, client, settings
+
+    from hivau.tasks.release.publish import verify_release
+    from hivau.tasks.review.push import push
+    from hivau.workspace import Workspace
+
+    ws, lsc = Workspace.at(fresh_workspace), client(label_studio)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LABEL_STUDIO_"))},
+           "LABEL_STUDIO_URL": label_studio["url"], "LABEL_STUDIO_API_KEY": label_studio["token"],
+           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(label_studio["document_root"])}
+
+    def stop_once_it_holds_the_workspace(args: list[str], how: str, holder: str) -> None:
+        """The command stopped just after it took the workspace (its work has begun), as a user or scheduler would."""
+        log = tmp_path / f"{'-'.join(args[:2])}.log"
+        proc = _start([str(BIN / "hivau"), *args, "--workspace", str(fresh_workspace)], env, log)
+        operation = " ".join(args[:2]) if args[0] == "review" else args[0]
+        _wait_until(lambda: holder in _lock_holder(fresh_workspace), proc, log)
+        _stop(proc, how, log)
+        text = log.read_text()
+        assert proc.returncode == (130 if how == "ctrl-c" else 143), text[-3000:]
+        assert f"hivau: {operation} stopped by" in text and f"Resume with: hivau {operation}" in text
+        with ws.lock("the test", wait_s=0):
+            pass
+
+    def run(*args: str) -> None:
+        done = subprocess.run([str(BIN / "hivau"), *args, "--workspace", str(fresh_workspace)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    # push, stopped part-way (one task per request), then again: each item has one task with one prediction,
+    # the same tasks an uninterrupted push makes
+    stop_once_it_holds_the_workspace(["review", "push", "--batch-size", "1"], "ctrl-c", "review push")
+    run("review", "push")
+    push(ws, lsc, settings(label_studio, dataset="uninterrupted"))
+    for level in ("clip", "event", "video"):
+        projects = {p["title"]: p["id"] for p in lsc.projects()}
+        tasks = list(lsc.iter_tasks(projects[settings(label_studio).project_title(ws, level)]))
+        reference = list(lsc.iter_tasks(projects[settings(label_studio, dataset="uninterrupted").project_title(ws, level)]))
+        keys = [t["data"]["key"] for t in tasks]
+        assert len(keys) == len(set(keys)) and set(keys) == {t["data"]["key"] for t in reference}, level
+        assert all(len(t["predictions"]) == 1 for t in tasks), level
+
+    # pull, stopped, then again: every annotation once
+    projects = {p["title"]: p["id"] for p in lsc.projects()}
+    clip_tasks = list(lsc.iter_tasks(projects[settings(label_studio).project_title(ws, "clip")]))
+    made = [annotate(lsc, t, "accept")["id"] for t in clip_tasks[:3]]
+    stop_once_it_holds_the_workspace(["review", "pull"], "sigterm", "review pull")
+    run("review", "pull")
+    assert sorted(r.annotation_id for r in ws.read_records("reviews")) == sorted(made)
+
+    # release, stopped: no release and no half-written folder; then again: a whole one
+    stop_once_it_holds_the_workspace(["release", "--include-unreviewed", "--no-publish"], "ctrl-c", "publish-release")
+    assert not list((fresh_workspace / "releases").glob("*")) if (fresh_workspace / "releases").is_dir() else True
+    run("release", "--include-unreviewed", "--no-publish")
+    (release,) = (fresh_workspace / "releases").glob("v*")
+    verify_release(release)
