@@ -42,10 +42,15 @@ from hivau.tasks.shards import (
 )
 from hivau.tasks.text.caption import CaptionSettings, caption_stream
 from hivau.tasks.text.rollup import RollupSettings, run_rollup
-from hivau.workspace import Workspace
+from hivau.workspace import DiskFullError, Workspace, is_disk_full
 
 TaskRunnerKind = Literal["threads", "dask"]
 SHARD_RETRIES = 2
+
+
+def retry_unless_disk_full(task, task_run, state) -> bool:
+    """A full disk stays full on a retry: stop at once (free space and run again)."""
+    return not is_disk_full(state.result(raise_on_failure=False))
 
 
 @task(cache_policy=NO_CACHE)
@@ -63,7 +68,7 @@ def ingest_videos(workspace: str, batch: str, fmt: AnnotationFormat, annotations
     return record.video_ids
 
 
-@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, retry_condition_fn=retry_unless_disk_full, cache_policy=NO_CACHE)
 def probe_plan_cut_videos(workspace: str, video_ids: list[str], cut_mode: CutMode, plan: PlanSettings,
                cut: CutSettings) -> ShardReport:
     # Earlier attempts raise so Prefect retries (finished segments are resumed, not redone); the last
@@ -72,7 +77,7 @@ def probe_plan_cut_videos(workspace: str, video_ids: list[str], cut_mode: CutMod
     return probe_plan_cut_shard(Workspace.at(workspace), video_ids, cut_mode, plan, cut, record_failures=last_attempt)
 
 
-@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, retry_condition_fn=retry_unless_disk_full, cache_policy=NO_CACHE)
 def caption_videos(workspace: str, video_ids: list[str], settings: CaptionSettings) -> ShardReport:
     return caption_shard(Workspace.at(workspace), video_ids, settings)
 
@@ -95,17 +100,17 @@ def caption_videos_online(workspace: str, video_ids: list[str], settings: Captio
     return report
 
 
-@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, retry_condition_fn=retry_unless_disk_full, cache_policy=NO_CACHE)
 def extract_motion_phrases(workspace: str, video_ids: list[str]) -> ShardReport:
     return motion_shard(Workspace.at(workspace), video_ids)
 
 
-@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, retry_condition_fn=retry_unless_disk_full, cache_policy=NO_CACHE)
 def verify_drafts(workspace: str, video_ids: list[str], levels: tuple[Level, ...]) -> ShardReport:
     return verify_shard(Workspace.at(workspace), video_ids, levels)
 
 
-@task(retries=SHARD_RETRIES, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=SHARD_RETRIES, retry_delay_seconds=2, retry_condition_fn=retry_unless_disk_full, cache_policy=NO_CACHE)
 def cut_review_media(workspace: str, video_ids: list[str], context_s: float) -> ShardReport:
     return review_media_shard(Workspace.at(workspace), video_ids, context_s)
 
@@ -171,6 +176,8 @@ def run_shards(stage: str, submit: Callable[[list[str]], object], video_ids: lis
             outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, Stopped) or stop_requested():
                 raise Stopped(getattr(outcome, "signum", signal.SIGINT))  # its videos are not at fault
+            if isinstance(outcome, DiskFullError):
+                raise outcome  # nor here: stop the run (free space and run it again)
             if isinstance(outcome, BaseException):
                 logger.error("%s: a shard of %d videos failed after retries: %s", stage, len(part), outcome)
                 for item in ws.iter_videos(part):

@@ -27,6 +27,7 @@ def stoppable(operation: str, prefect: bool = False) -> Callable:
         def run(*args, **kwargs):
             from hivau.prefect_local import prefect_api
             from hivau.stopping import Stopped, resume_command, stop_message, stop_on_signals
+            from hivau.workspace import DiskFullError
 
             try:
                 with stop_on_signals(), (prefect_api() if prefect else nullcontext()):
@@ -34,6 +35,9 @@ def stoppable(operation: str, prefect: bool = False) -> Callable:
             except Stopped as exc:
                 print(stop_message(operation, resume_command(), exc), file=sys.stderr)  # unwrapped: copyable
                 raise typer.Exit(exc.exit_code)
+            except DiskFullError as exc:  # one line that names the path, not a traceback
+                print(f"hivau: {operation}: {exc}", file=sys.stderr)
+                raise typer.Exit(1)
 
         return run
 
@@ -196,14 +200,19 @@ def review_push(workspace: Path = typer.Option(..., "--workspace"),
                                                          help="reviewers per task in new projects"),
                 workers: int = typer.Option(2, "--workers", help="review media cut in parallel")):
     """Send the workspace's drafts to Label Studio (key from LABEL_STUDIO_API_KEY); safe to repeat."""
+    from hivau.tasks.review.labelstudio import LabelStudioError
     from hivau.tasks.review.projects import connect
     from hivau.tasks.review.push import push
     from hivau.workspace import Workspace
 
     settings = _review_settings(url, batch_size, dataset, audit_size=audit_size,
                                 annotations_per_task=annotations_per_task, media_workers=workers)
-    with connect(settings) as ls:
-        report = push(Workspace.at(workspace), ls, settings)
+    try:
+        with connect(settings) as ls:
+            report = push(Workspace.at(workspace), ls, settings)
+    except LabelStudioError as exc:  # its message says what failed, what was done and how to resume
+        print(f"error: {exc}", file=sys.stderr)  # unwrapped: one line
+        raise typer.Exit(1)
     console.print_json(report.model_dump_json())
 
 
@@ -217,6 +226,7 @@ def review_pull(workspace: Path = typer.Option(..., "--workspace"),
                                                "annotation counts where several reviewed one item (default: latest)")):
     """Fetch every annotation and merge them into the workspace's manifests."""
     from hivau.tasks.manifests import pull_and_merge
+    from hivau.tasks.review.labelstudio import LabelStudioError
     from hivau.tasks.review.merge import ReviewRule
     from hivau.tasks.review.projects import connect
     from hivau.workspace import Workspace
@@ -224,8 +234,12 @@ def review_pull(workspace: Path = typer.Option(..., "--workspace"),
     rule = ReviewRule(rule="precedence", precedence=[int(x) for x in precedence.split(",")]) if precedence \
         else ReviewRule()
     settings = _review_settings(url, 1000, dataset, rule=rule)
-    with connect(settings) as ls:
-        report = pull_and_merge(Workspace.at(workspace), ls, settings)
+    try:
+        with connect(settings) as ls:
+            report = pull_and_merge(Workspace.at(workspace), ls, settings)
+    except LabelStudioError as exc:  # its message says what failed, what was done and how to resume
+        print(f"error: {exc}", file=sys.stderr)  # unwrapped: one line
+        raise typer.Exit(1)
     console.print_json(report.model_dump_json())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from hivau.schemas.item import BatchRecord, Tables, VideoItem
-from hivau.schemas.records import TABLE_MODELS, Level, ReviewRecord, arrow_schema, to_arrow_table
+from hivau.schemas.records import TABLE_MODELS, Level, ReviewRecord, arrow_schema
 from hivau.stopping import check_stop
 
 LEVELS: tuple[Level, ...] = ("clip", "event", "video")
@@ -32,6 +33,81 @@ MANIFEST_GENERATIONS = ".manifests"
 # media folders by kind, under media/
 MediaKind = Literal["event", "clip", "review", "video"]
 MEDIA_FOLDERS: dict[str, str] = {"event": "events", "clip": "clips", "review": "review", "video": "videos"}
+
+
+# a full disk or an exhausted quota, as the OS reports it and as tools (ffmpeg) print it
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded")
+
+
+def is_disk_full(error: BaseException | str | None) -> bool:
+    """Whether an error, or a tool's error output (ffmpeg's stderr), says the disk or the quota is full."""
+    if isinstance(error, BaseException):
+        if getattr(error, "errno", None) in DISK_FULL_ERRNOS:
+            return True
+        error = str(error)
+    return any(text in (error or "").lower() for text in DISK_FULL_TEXTS)
+
+
+def _size(n: float) -> str:
+    unit = "B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
+def free_bytes(path: str | Path) -> Optional[int]:
+    """Free space for this user on the disk holding `path` (or its nearest existing folder)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) holding a workspace path is full. Never the fault of the video at hand: stages let it
+    through instead of quarantining, and the run stops with what to free and how to resume."""
+
+    def __init__(self, path: str | Path, needed: Optional[int] = None, note: str = "", free: Optional[int] = None):
+        self.path, self.needed, self.note = str(path), needed, note
+        self.free = free_bytes(path) if free is None else free
+        super().__init__(errno.ENOSPC, self._message())
+
+    def _message(self) -> str:
+        room = [f"about {_size(self.needed)} needed"] if self.needed else []
+        room += [f"{_size(self.free)} free"] if self.free is not None else []
+        return (f"disk full: no space left on the disk holding {self.path}" + (f" ({', '.join(room)})" if room else "")
+                + (f"; {self.note}" if self.note else "") + ". Nothing half-written was kept or counted as done. "
+                "Free space on that disk (or give the workspace a larger one) and run the same command again: "
+                "finished work is resumed.")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def __reduce__(self):  # Dask sends task errors between processes
+        return DiskFullError, (self.path, self.needed, self.note, self.free)
+
+    def noted(self, note: str) -> "DiskFullError":
+        """The same error with what the failed step left in place said too."""
+        return DiskFullError(self.path, self.needed, "; ".join(n for n in (self.note, note) if n), self.free)
+
+
+@contextmanager
+def disk_full_guard(path: str | Path, needed: Optional[int] = None, note: str = "") -> Iterator[None]:
+    """Turn a full disk met while writing `path` into a `DiskFullError` naming it; other errors pass unchanged."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(path, needed, note) from exc
 
 
 @contextmanager
@@ -52,8 +128,9 @@ def atomic_target(path: Path) -> Iterator[str]:
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     """Write a file whole or not at all; `durable=False` skips the fsync, for caches that are checked when
-    read (each fsync also forces out other processes' fresh writes, which slows the cutters beside it)."""
-    with atomic_target(path) as tmp, open(tmp, "wb") as fh:
+    read (each fsync also forces out other processes' fresh writes, which slows the cutters beside it).
+    On a full disk the previous file stays as it was and a `DiskFullError` names the path."""
+    with disk_full_guard(path, len(data)), atomic_target(path) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         if durable:
@@ -291,8 +368,8 @@ class Workspace:
         numbers = [int(p.name[1:]) for p in generations.glob("g*") if p.name[1:].isdigit()] if generations.is_dir() else []
         new = generations / f"g{max(numbers, default=0) + 1:06d}"
         new.mkdir(parents=True)
+        writer = ManifestSet(new)
         try:
-            writer = ManifestSet(new)
             yield writer
             writer.close()
             writer.changed = changed = _carry_over(current, new)
@@ -303,8 +380,13 @@ class Workspace:
             link.unlink(missing_ok=True)
             os.symlink(new.relative_to(self.root), link)
             os.replace(link, self.manifests)
-        except BaseException:
+        except BaseException as exc:
+            free = free_bytes(new)  # the disk's at the failure, before the clean-up frees some
+            writer.abort()  # an open file keeps its disk space after it is removed
             shutil.rmtree(new, ignore_errors=True)
+            if is_disk_full(exc):  # (raised unnamed: a local naming it would keep the failed set's objects alive)
+                raise _disk_full_in(exc, new, free, _set_bytes(current), "manifests/ still holds the previous set "
+                                    f"({current.name if current else 'none yet'})") from exc
             raise
         for old in generations.glob("g*"):  # keep the previous set for readers that opened it a moment ago
             if old not in (new, current):
@@ -352,11 +434,17 @@ class Workspace:
                     raise WorkspaceBusy(f"workspace {self.root} is busy: {holder}. It runs one build, pull, release "
                                         f"or propose at a time; wait for it to finish (or pass a longer lock wait)")
                 time.sleep(0.2)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{operation} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC "
-                 f"(pid {os.getpid()} on {socket.gethostname()})")
-        fh.flush()
+        try:
+            with disk_full_guard(path):  # a disk still full at the start: say so before any work
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{operation} since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC "
+                         f"(pid {os.getpid()} on {socket.gethostname()})")
+                fh.flush()
+        except BaseException:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+            raise
         with _held_guard:
             _held[key] = 1
         try:
@@ -401,16 +489,39 @@ class ManifestSet:
         self._writers[table].write_table(pa.Table.from_pylist(self._rows[table], schema=arrow_schema(model)))
         self._rows[table] = []
 
+    def abort(self) -> None:
+        """Close the files of a set that will not be used; errors are moot (the set is removed). A writer whose
+        footer did not fit leaves its file open, and a removed file keeps its disk space while open."""
+        writers, self._writers = self._writers, {}
+        for writer in writers.values():
+            try:
+                writer.close()
+            except OSError:
+                if writer.file_handle is not None:
+                    writer.file_handle.close()
+
     def close(self) -> None:
         for table, rows in self._rows.items():
             if rows or table not in self._writers:
-                if rows:
-                    self._flush(table)
-                else:  # an empty table still has its schema
-                    pq.write_table(to_arrow_table([], TABLE_MODELS[table]), self.folder / f"{table}.parquet")
+                self._flush(table)  # an empty table still has its schema (the same bytes as pq.write_table)
         for writer in self._writers.values():
             writer.close()
         self._writers = {}
+
+
+def _disk_full_in(error: BaseException, path: Path, free: Optional[int], needed: Optional[int],
+                  note: str) -> DiskFullError:
+    """A full disk's `error` as a `DiskFullError` with `note`, naming `path` unless it names its own."""
+    if isinstance(error, DiskFullError):
+        return error.noted(note)
+    return DiskFullError(path, needed, note, free)
+
+
+def _set_bytes(folder: Optional[Path]) -> Optional[int]:
+    """The size of a manifest set: about what the next one needs, since every file is written before the
+    unchanged ones are linked back to the old."""
+    files = [p for p in folder.iterdir() if p.is_file()] if folder is not None and folder.is_dir() else []
+    return sum(p.stat().st_size for p in files) or None
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

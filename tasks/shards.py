@@ -24,7 +24,7 @@ from hivau.tasks.review.merge import load_rule, merge_segments, review_of, winne
 from hivau.tasks.text.caption import CaptionSettings, caption_items, make_captioner
 from hivau.tasks.text.motion import motion_records
 from hivau.tasks.text.verify import verify_item
-from hivau.workspace import Workspace
+from hivau.workspace import DiskFullError, Workspace, is_disk_full
 
 REVIEWED_ANOMALY_LABEL = "Anomaly"
 
@@ -178,7 +178,8 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
     """Cut every planned event and clip of one video, resuming finished ones.
 
     With `record_failures=False` the first failure raises (so an orchestrator can retry the video);
-    with True, each failed segment becomes a `cut_failed` quarantine record and the rest go on.
+    with True, each failed segment becomes a `cut_failed` quarantine record and the rest go on. A full disk
+    always raises (`DiskFullError`): it is not the video's fault, and every later segment would fail too.
     """
     item = item.model_copy(deep=True)
     if item.status == "quarantined":
@@ -190,7 +191,7 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
         try:
             result, fresh = cut_or_resume(ws, segment_id, dst, item.probe, record.start_s, record.end_s, mode, settings)
         except (CutError, OSError, TimeoutError) as exc:
-            if not record_failures:
+            if not record_failures or is_disk_full(exc):
                 raise
             failed.add(segment_id)
             item.quarantine.append(item.failure(segment_id, level, "cut", reasons.CUT_FAILED, str(exc)))
@@ -209,7 +210,12 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
 
 
 def failed_item(item: VideoItem, stage: str, error: BaseException) -> VideoItem:
-    """A video whose shard failed for good: quarantined with the error, so the run goes on."""
+    """A video whose shard failed for good: quarantined with the error, so the run goes on. A full disk is not
+    the video's fault: its error is raised again instead, so the run stops (free space and run it again)."""
+    if isinstance(error, DiskFullError):
+        raise error
+    if is_disk_full(error):
+        raise DiskFullError(getattr(error, "filename", None) or "the workspace", note=str(error)) from error
     item = item.model_copy(deep=True)
     reason, where = SHARD_FAILURES.get(stage, (reasons.SHARD_FAILED, stage))
     detail = f"{type(error).__name__}: {error}"[:500]

@@ -20,7 +20,7 @@ from hivau.schemas.records import CutMode, SourceVideo
 from hivau.tasks.build.media import last_error_line, require_binary, run_quiet
 from hivau.tasks.build.probe import read_packets
 from hivau.tasks.build.segments import keyframe_at_or_before
-from hivau.workspace import Workspace, atomic_write_json
+from hivau.workspace import DiskFullError, Workspace, atomic_write_json, disk_full_guard, is_disk_full
 
 
 class CutError(RuntimeError):
@@ -94,27 +94,32 @@ def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMo
     probed again, since there the frame count does not give the span.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_path(dst)
     seek = copy_start(start, keyframe_times) if mode == "copy" else start
     cmd = build_command(src, str(tmp), seek, end, mode, settings)
-    try:
-        out = run_quiet(cmd, timeout=settings.timeout_s)
-        if out.returncode != 0:
-            raise CutError(f"ffmpeg failed cutting {Path(src).name} [{start:.3f}, {end:.3f}]: {last_error_line(out.stderr)}")
-        n_frames = frames_written(out.stdout)
-        if is_vfr or not fps or n_frames is None:
-            times, _ = read_packets(str(tmp))
-            n_frames = len(times)
-            span = ((times[-1] - times[0]) + (1.0 / fps if fps else 0.0)) if times else 0.0
-            cut_start, cut_end = round(seek, 6), round(seek + span, 6)
-        else:
-            cut_start, cut_end = written_span(seek, n_frames, fps)
-        if not n_frames:
-            raise CutError(f"ffmpeg wrote no video frames for {Path(src).name} [{start:.3f}, {end:.3f}]")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with disk_full_guard(dst):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out = run_quiet(cmd, timeout=settings.timeout_s)
+            # ffmpeg can exit 0 after failing to write its trailer on a full disk: its output is then cut short
+            if is_disk_full(out.stderr):
+                raise DiskFullError(dst)
+            if out.returncode != 0:
+                raise CutError(f"ffmpeg failed cutting {Path(src).name} [{start:.3f}, {end:.3f}]: "
+                               f"{last_error_line(out.stderr)}")
+            n_frames = frames_written(out.stdout)
+            if is_vfr or not fps or n_frames is None:
+                times, _ = read_packets(str(tmp))
+                n_frames = len(times)
+                span = ((times[-1] - times[0]) + (1.0 / fps if fps else 0.0)) if times else 0.0
+                cut_start, cut_end = round(seek, 6), round(seek + span, 6)
+            else:
+                cut_start, cut_end = written_span(seek, n_frames, fps)
+            if not n_frames:
+                raise CutError(f"ffmpeg wrote no video frames for {Path(src).name} [{start:.3f}, {end:.3f}]")
+            os.replace(tmp, dst)
+        finally:
+            tmp.unlink(missing_ok=True)
     return CutResult(path=str(dst), mode=mode, start_s=cut_start, end_s=cut_end, n_frames=n_frames)
 
 
@@ -138,6 +143,7 @@ def cut_or_resume(ws: Workspace, segment_id: str, dst: Path, video: SourceVideo,
         if state.get("fingerprint") == fingerprint and state.get("size") == dst.stat().st_size:
             return CutResult(**state["result"]), False
     result = cut_segment(video.path, dst, start, end, mode, video.fps, video.keyframe_times, settings, video.is_vfr)
+    # a full disk here leaves the cut without its state, so the next run cuts it again
     atomic_write_json(state_path, {"fingerprint": fingerprint, "size": dst.stat().st_size, "result": result.__dict__},
                       durable=False)
     return result, True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -45,7 +46,7 @@ from hivau.tasks.release.exports import (
 )
 from hivau.tasks.release.vau import vau_tasks
 from hivau.tasks.review.audit import audit_markdown, audit_table, check_gate_markdown, check_gate_table
-from hivau.workspace import Workspace
+from hivau.workspace import DiskFullError, Workspace, disk_full_guard, is_disk_full
 
 # the fixture's row order: per source video its clips, events, then the video; tasks in HIVAU's order
 LEVEL_ORDER = {"clip": 0, "event": 1, "video": 2}
@@ -355,6 +356,18 @@ def next_name(releases: Path) -> str:
     return f"v{max(taken, default=0) + 1:04d}"
 
 
+# the hidden folder a release is written in before its rename: `.{name}.{mkdtemp's 8 characters}`
+UNFINISHED = re.compile(r"^\.[^.].*\.[a-z0-9_]{8}$")
+
+
+def remove_unfinished(releases: Path) -> None:
+    """Remove the folders of releases that never finished (a killed run): they hold disk space and are never
+    read. Called under the workspace's lock, so none of them is being written."""
+    for tmp in releases.iterdir():
+        if tmp.is_dir() and UNFINISHED.match(tmp.name):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def latest_release(releases: Path) -> Optional[Path]:
     done = sorted(p for p in releases.glob("v[0-9][0-9][0-9][0-9]") if (p / "manifest.json").is_file())
     return done[-1] if done else None
@@ -434,7 +447,9 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
     if not rows:
         raise ReleaseError(f"nothing to release from {ws.root}: no reviewed rows"
                            + ("" if settings.include_unreviewed else " (use include_unreviewed to let drafts in)"))
-    ws.releases.mkdir(parents=True, exist_ok=True)
+    with disk_full_guard(ws.releases):
+        ws.releases.mkdir(parents=True, exist_ok=True)
+    remove_unfinished(ws.releases)
     name = settings.name or next_name(ws.releases)
     final = ws.releases / name
     if final.exists():
@@ -445,7 +460,9 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
                    key=lambda t: (t.source_video, LEVEL_ORDER[t.level], t.item_id, t.id))
     # the released chains (they passed the review rules as `reasoning` rows), for the tasks' <think>
     chains = {r.item_id: r.answer for r in rows if r.task == "reasoning"}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ws.releases))
+    not_written = f"release {name} was not written (its unfinished folder is removed); earlier releases are untouched"
+    with disk_full_guard(final, note=not_written):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ws.releases))
     try:
         for folder in ("data", "hivau", "llamafactory", "swift", "vau", "vau_r1"):
             (tmp / folder).mkdir()
@@ -513,6 +530,10 @@ def _build_release(ws: Workspace, settings: ReleaseSettings) -> Path:
             if p.is_file() and p.parts[len(tmp.parts)] != "media":  # media are hard links shared with the workspace
                 p.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         os.rename(tmp, final)  # atomic: a release is either whole or absent
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(final, note=not_written) from exc
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,9 +1,11 @@
 """Label Studio through its official client (label-studio-sdk): projects, storage, bulk import, predictions,
 export snapshots streamed to disk, Data Manager views.
 
-Every call is bounded: the SDK retries refused connections and 5xx/408/409/429 answers (`max_retries`), this
-module retries read timeouts of calls that are safe to repeat, and each attempt has `timeout_s`. Anything else
-fails at once with the server's message, never with the token.
+Every call is bounded: `max_attempts` tries, `timeout_s` each, exponential backoff between. A request that never
+left (refused connection, connect timeout) and a 429 are tried again; a call that changes something (an import,
+a new project or export) is never sent again once it may have reached the server (a broken connection, a read
+timeout, a 5xx): the caller's next push lists what exists instead, so nothing is duplicated. The SDK's own
+retries are off: it would send such a call again. Errors name the step and the server, never the token.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ class LabelStudioError(RuntimeError):
     """Label Studio refused a request or could not be reached; the message never holds the token."""
 
 
+# the request never reached the server: sending it again cannot do anything twice
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# answers that say "try again": for a call that changes nothing; a changing call is retried on 429 only (refused
+# before any work), since a 5xx from a proxy in front may come after the server did the work
+RETRY_STATUS = frozenset({408, 409, 429})
+
+
 @dataclass
 class Connection:
     url: str
@@ -46,6 +55,9 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_plain(o) for o in obj]
     return obj.dict() if hasattr(obj, "dict") else obj
+
+
+_MAYBE_DONE = " (it may have been done: not sent again)"
 
 
 @dataclass
@@ -72,7 +84,7 @@ class LabelStudio:
 
         self._http = httpx.Client(timeout=self.timeout_s, follow_redirects=True, event_hooks={"request": [count]})
         self.sdk = SDK(base_url=self.conn.url, api_key=self.conn.api_key.get_secret_value(), httpx_client=self._http,
-                       timeout=self.timeout_s, max_retries=self.max_attempts - 1)
+                       timeout=self.timeout_s, max_retries=0)  # retried here: see `_call`
 
     def close(self) -> None:
         self._http.close()
@@ -84,8 +96,7 @@ class LabelStudio:
         self.close()
 
     def _call(self, what: str, fn: Callable[..., Any], *args, repeatable: bool = True, **kwargs) -> Any:
-        """Run one SDK call; a read timeout is tried again only when the call is safe to repeat (an import
-        that timed out may have happened: the caller's next push finds what exists instead)."""
+        """Run one SDK call, tried again only where that cannot do it twice (see the module's docstring)."""
         from label_studio_sdk.core.api_error import ApiError
 
         last = ""
@@ -94,18 +105,20 @@ class LabelStudio:
                 return fn(*args, **kwargs)
             except ApiError as exc:
                 body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
-                raise LabelStudioError(f"{what} failed: HTTP {exc.status_code}: {(body or '')[:500]}") from None
-            except httpx.TimeoutException as exc:
+                last = f"HTTP {exc.status_code}: {(body or '')[:500]}"
+                code = exc.status_code or 0
+                if not (code == 429 or repeatable and (code in RETRY_STATUS or code >= 500)):
+                    raise LabelStudioError(f"{what} failed at {self.conn.url}: {last}"
+                                           + ("" if repeatable or code < 500 else _MAYBE_DONE)) from None
+            except NOT_SENT as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except httpx.TransportError as exc:  # sent, and the answer never came (whole)
                 last = f"{type(exc).__name__}: {exc}"
                 if not repeatable:
-                    break
-            except httpx.TransportError as exc:  # the SDK already retried it `max_retries` times
-                raise LabelStudioError(f"{what} failed after {self.max_attempts} attempts against {self.conn.url}: "
-                                       f"{type(exc).__name__}: {exc}") from None
+                    raise LabelStudioError(f"{what} failed at {self.conn.url}: {last}{_MAYBE_DONE}") from None
             if attempt < self.max_attempts:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
-        raise LabelStudioError(f"{what} failed after {self.max_attempts if repeatable else 1} attempts against "
-                               f"{self.conn.url}: {last}")
+        raise LabelStudioError(f"{what} failed after {self.max_attempts} attempts against {self.conn.url}: {last}")
 
     # ------------------------------------------------------------------ server and projects
     def health(self) -> bool:
@@ -159,8 +172,8 @@ class LabelStudio:
     # ------------------------------------------------------------------ tasks and predictions
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """Import one batch (with their predictions) in one request; returns the new task ids in order."""
-        out = self._call("import tasks", self.sdk.projects.import_tasks, repeatable=False, id=project_id,
-                         request=tasks, return_task_ids=True)
+        out = self._call(f"import of {len(tasks)} tasks into project {project_id}", self.sdk.projects.import_tasks,
+                         repeatable=False, id=project_id, request=tasks, return_task_ids=True)
         return list(getattr(out, "task_ids", None) or [])
 
     def iter_tasks(self, project_id: int, page_size: int = 1000, include: Optional[str] = None) -> Iterator[dict]:
@@ -169,8 +182,8 @@ class LabelStudio:
         page = 1
         while True:
             try:
-                pager = self._call("list tasks", self.sdk.tasks.list, project=project_id, page=page,
-                                   page_size=page_size, fields="all", include=include)
+                pager = self._call(f"list tasks of project {project_id} (page {page})", self.sdk.tasks.list,
+                                   project=project_id, page=page, page_size=page_size, fields="all", include=include)
             except LabelStudioError as exc:
                 if "HTTP 404" in str(exc):  # past the last page
                     return
@@ -183,12 +196,12 @@ class LabelStudio:
             page += 1
 
     def update_task_data(self, task_id: int, data: dict) -> None:
-        self._call("update task", self.sdk.tasks.update, id=str(task_id), data=data)
+        self._call(f"update task {task_id}", self.sdk.tasks.update, id=str(task_id), data=data)
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> int:
         """New predictions for existing tasks in one request (`{"task", "result", "model_version"}` each)."""
-        out = self._call("import predictions", self.sdk.projects.import_predictions, repeatable=False,
-                         id=project_id, request=predictions)
+        out = self._call(f"import of {len(predictions)} predictions into project {project_id}",
+                         self.sdk.projects.import_predictions, repeatable=False, id=project_id, request=predictions)
         return int(getattr(out, "created", None) or len(predictions))
 
     def create_prediction(self, task_id: int, result: list[dict], model_version: str) -> dict:
@@ -206,12 +219,13 @@ class LabelStudio:
     # ------------------------------------------------------------------ export snapshots
     def export_to_file(self, project_id: int, dest: Path, wait_s: float = 3600, chunk_size: int = 1 << 20) -> Path:
         """Snapshot every task with annotations, wait for it, stream it to `dest` (whole or not at all)."""
-        snapshot = self._call("create export", self.sdk.projects.exports.create, repeatable=False, id=project_id,
-                              title=f"hivau pull {time.strftime('%Y%m%dT%H%M%S')}",
+        snapshot = self._call(f"create export of project {project_id}", self.sdk.projects.exports.create,
+                              repeatable=False, id=project_id, title=f"hivau pull {time.strftime('%Y%m%dT%H%M%S')}",
                               task_filter_options={"only_with_annotations": True})
         deadline = time.monotonic() + wait_s
         while True:
-            state = self._call("read export", self.sdk.projects.exports.get, id=project_id, export_pk=snapshot.id)
+            state = self._call(f"read export {snapshot.id} of project {project_id}", self.sdk.projects.exports.get,
+                               id=project_id, export_pk=snapshot.id)
             status = str(getattr(state, "status", "") or "")
             if status == "completed":
                 break
@@ -231,7 +245,7 @@ class LabelStudio:
                     fh.write(chunk)
 
         try:
-            self._call("download export", download)
+            self._call(f"download export {snapshot.id} of project {project_id}", download)
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)

@@ -69,7 +69,8 @@ def connect(settings: ReviewSettings) -> LabelStudio:
                      max_attempts=settings.max_attempts)
     if not ls.health():
         ls.close()
-        raise LabelStudioError(f"Label Studio at {ls.conn.url} does not answer /health")
+        raise LabelStudioError(f"Label Studio at {ls.conn.url} does not answer /health: nothing was sent and the "
+                               f"workspace is unchanged; start it (or fix LABEL_STUDIO_URL) and run again")
     return ls
 
 

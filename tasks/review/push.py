@@ -3,15 +3,17 @@ changed drafts as new predictions; annotations are never touched. Also the score
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from pydantic import BaseModel, Field
 
 from hivau.schemas.item import Tables, VideoItem
 from hivau.schemas.records import CheckRecord, Level, QAPair, segment_key
-from hivau.tasks.review.labelstudio import LabelStudio
+from hivau.tasks.review.labelstudio import LabelStudio, LabelStudioError
 from hivau.tasks.review.media import ReviewMedia, prepare_review_media
 from hivau.tasks.review.projects import ReviewSettings, document_root, ensure_project, media_url
 from hivau.tasks.review.queue import QueueItem, queue_order
@@ -27,7 +29,7 @@ from hivau.tasks.review.results import (
     textarea,
     timeline,
 )
-from hivau.workspace import Workspace
+from hivau.workspace import Workspace, atomic_write_json
 
 
 @dataclass
@@ -154,34 +156,100 @@ def known_tasks(ls: LabelStudio, project_id: int, level: Level) -> dict[str, Kno
     return out
 
 
+@dataclass
+class QueuePlan:
+    """Where a push puts each new segment in the review queue, written before its first import and removed once
+    Label Studio holds them all: a push cut off part-way resumes with the same places and the same audit sample
+    (planned again over only the rest, the sample would grow and stop being random)."""
+
+    path: Optional[Path] = None  # none: nothing kept (a benchmark's push)
+    server: str = ""  # the server and project it was made for; another one's plan is not used
+    placements: dict[str, dict] = field(default_factory=dict)  # segment key -> its QUEUE_FIELDS
+
+    @classmethod
+    def load(cls, ws: Workspace, level: Level, url: str, project_id: int) -> "QueuePlan":
+        path, server = ws.state / "review_push" / f"{level}.json", f"{url} project {project_id}"
+        data = json.loads(path.read_bytes()) if path.is_file() else {}
+        return cls(path, server, data.get("placements", {}) if data.get("server") == server else {})
+
+    def save(self, placements: dict[str, dict]) -> None:
+        self.placements = placements
+        if self.path is not None:
+            atomic_write_json(self.path, {"server": self.server, "placements": placements})
+
+    def done(self) -> None:
+        self.placements = {}
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class LevelProgress:
+    """What Label Studio confirmed of one level's push so far (for the message of a push cut off part-way)."""
+
+    new: int = 0
+    sent: int = 0
+    changed: int = 0
+    predicted: int = 0
+    reflagged: int = 0
+    updated: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.sent} of {self.new} new tasks, {self.predicted} of {self.changed} changed drafts, "
+                f"{self.updated} of {self.reflagged} flag updates")
+
+
+def place(fresh: list[ReviewTask], known: dict[str, KnownTask], plan: QueuePlan, settings: ReviewSettings,
+          seed: str) -> dict[str, dict]:
+    """segment key -> queue fields of each new task: where an earlier, cut-off push planned it, else after every
+    task placed so far, a new audit sample first."""
+    placed = {t.key: plan.placements[t.key] for t in fresh if t.key in plan.placements}
+    rest = [t for t in fresh if t.key not in placed]
+    start = max([k.queue for k in known.values()] + [int(p["queue"]) for p in plan.placements.values()], default=0)
+    order = queue_order([QueueItem(t.key, t.text, [x.strip() for x in t.data["labels"].split(",")],
+                                   list(t.generators), t.data["errors"], t.data["warnings"],
+                                   [c.check for c in t.checks]) for t in rest], settings.audit_size, seed)
+    for item, position, audit in order:
+        placed[item.key] = {"queue": start + position, "audit": audit, "risk": item.risk,
+                            "risk_reasons": ", ".join(item.reasons)}
+    return placed
+
+
 def push_level(ls: LabelStudio, project_id: int, level: Level, tasks: list[ReviewTask], settings: ReviewSettings,
-               seed: str) -> tuple[int, int, int, int, int]:
+               seed: str, plan: Optional[QueuePlan] = None,
+               progress: Optional[LevelProgress] = None) -> tuple[int, int, int, int, int]:
     """Import new segments in bulk, in review-queue order; a changed draft of a known segment becomes a new
     prediction on its task, sent in bulk, and a known task whose draft checks changed shows the new ones (its
     place in the queue stays). Annotations are never touched, so a reviewer's work survives any number of
-    pushes. Returns (created, new predictions, unchanged, audited, flags updated)."""
+    pushes; a segment is new when no task of the project has its key, so a push cut off part-way and run again
+    sends only what Label Studio does not hold. Returns (created, new predictions, unchanged, audited, flags
+    updated)."""
+    plan, progress = plan or QueuePlan(), progress or LevelProgress()
     known = known_tasks(ls, project_id, level)
     fresh = [t for t in tasks if t.key not in known]
-    start = max((k.queue for k in known.values()), default=0)
-    order = queue_order([QueueItem(t.key, t.text, [x.strip() for x in t.data["labels"].split(",")],
-                                   list(t.generators), t.data["errors"], t.data["warnings"],
-                                   [c.check for c in t.checks]) for t in fresh], settings.audit_size, seed)
-    by_key = {t.key: t for t in fresh}
-    queued = []
-    for item, position, audit in order:
-        task = by_key[item.key]
-        task.data.update(queue=start + position, audit=audit, risk=item.risk, risk_reasons=", ".join(item.reasons))
-        queued.append(task)
-    for i in range(0, len(queued), settings.batch_size):
-        ls.import_tasks(project_id, [t.payload() for t in queued[i:i + settings.batch_size]])
+    placed = place(fresh, known, plan, settings, seed)
+    if fresh:
+        plan.save(placed)
+    queued = sorted(fresh, key=lambda t: placed[t.key]["queue"])
+    for task in queued:
+        task.data.update(placed[task.key])
     changed = [{"task": known[t.key].id, "result": t.result, "model_version": t.model_version} for t in tasks
                if t.key in known and known[t.key].draft_sha != draft_sha(t.result)]
-    for i in range(0, len(changed), settings.batch_size):
-        ls.import_predictions(project_id, changed[i:i + settings.batch_size])
     reflagged = [t for t in tasks if t.key in known and known[t.key].flags != t.data["flags"]]
+    progress.new, progress.changed, progress.reflagged = len(fresh), len(changed), len(reflagged)
+    for i in range(0, len(queued), settings.batch_size):
+        batch = queued[i:i + settings.batch_size]
+        ls.import_tasks(project_id, [t.payload() for t in batch])
+        progress.sent += len(batch)
+    plan.done()
+    for i in range(0, len(changed), settings.batch_size):
+        batch = changed[i:i + settings.batch_size]
+        ls.import_predictions(project_id, batch)
+        progress.predicted += len(batch)
     for task in reflagged:  # a task's data is replaced whole: keep its queue fields
         ls.update_task_data(known[task.key].id, {**task.data, **known[task.key].placed})
-    audited = sum(1 for _, _, a in order if a)
+        progress.updated += 1
+    audited = sum(1 for t in fresh if placed[t.key]["audit"])
     return len(fresh), len(changed), len(tasks) - len(fresh) - len(changed), audited, len(reflagged)
 
 
@@ -214,15 +282,30 @@ def _push(ws: Workspace, ls: LabelStudio, settings: ReviewSettings) -> PushRepor
     tasks = review_tasks(ws, settings)
     storage = {"clip": ws.media_dir("clip"), "event": ws.media_dir("review"), "video": ws.media_dir("video")}
     report = PushReport(url=ls.conn.url)
-    for level in settings.levels:
-        pid = ensure_project(ls, ws, settings, level, storage[level], doc_root)
-        created, changed, same, audited, reflagged = push_level(ls, pid, level, tasks[level], settings,
-                                                               f"{ws.root.name}:{level}")
-        report.flags_updated[level] = reflagged
-        report.projects[level], report.created[level] = pid, created
-        report.new_predictions[level], report.unchanged[level], report.audit[level] = changed, same, audited
+    progress: dict[str, LevelProgress] = {}
+    try:
+        for level in settings.levels:
+            progress[level] = LevelProgress()
+            pid = ensure_project(ls, ws, settings, level, storage[level], doc_root)
+            created, changed, same, audited, reflagged = push_level(
+                ls, pid, level, tasks[level], settings, f"{ws.root.name}:{level}",
+                QueuePlan.load(ws, level, ls.conn.url, pid), progress[level])
+            report.flags_updated[level] = reflagged
+            report.projects[level], report.created[level] = pid, created
+            report.new_predictions[level], report.unchanged[level], report.audit[level] = changed, same, audited
+    except LabelStudioError as exc:
+        raise LabelStudioError(stopped_message(ls.conn.url, settings.levels, progress, exc)) from exc
     report.requests = ls.requests
     return report
+
+
+def stopped_message(url: str, levels: list[Level], progress: dict[str, LevelProgress], exc: Exception) -> str:
+    """One line: what failed, what Label Studio had confirmed by then, what the workspace holds, how to resume."""
+    done = "; ".join(f"{level}: {progress[level]}" if level in progress else f"{level}: not started"
+                     for level in levels)
+    return (f"review push to {url} stopped: {exc}. Done before the stop: {done}. The workspace is unchanged (but "
+            f"for state/review_push/, the queue places of the tasks still to send). To resume, push again (`hivau "
+            f"review push` or build-hivau): it finds what Label Studio holds by segment key and sends only the rest.")
 
 
 def push_proposals(ws: Workspace, ls: LabelStudio, settings: ReviewSettings, proposals: dict[str, list],
