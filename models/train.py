@@ -459,10 +459,11 @@ def parse_args(argv=None) -> TrainConfig:
 def main(argv=None) -> None:
     stage = argparse.ArgumentParser(add_help=False)
     stage.add_argument("--stage", choices=("hawk", *STAGES), default="hawk")
-    if stage.parse_known_args(argv)[0].stage in STAGES:
-        return train_vau_policy(argv)
+    vau = stage.parse_known_args(argv)[0].stage in STAGES
     try:
         with stop_on_signals(interrupt=False):  # the step loop checks the flag and stops with a checkpoint
+            if vau:
+                return train_vau_policy(argv)
             summary = train(parse_args(argv))
     except Stopped as exc:
         print(stop_message("hivau-train", resume_command(), exc, kept="The next run resumes from that checkpoint "

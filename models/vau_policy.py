@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -31,9 +33,9 @@ from hivau.models.rewards import accuracy_reward, format_reward, iou_reward, vau
 from hivau.models.vlm import answer_frame
 from hivau.prompts.vau import rl_prompt, sft_target
 from hivau.schemas.records import VauTask, VauTaskRow, read_release_rows, read_vau_rows
+from hivau.stopping import check_stop, set_activity, stop_requested
 
 STAGES = ("vau-sft", "vau-grpo")
-LOG_EVERY = 25  # SFT steps between printed losses
 # what a stage reports before and after: the learning check's figures
 HEADLINE = {"format": lambda m: m["format"]["well_formed"],
             "choice accuracy": lambda m: m.get("choice", {}).get("accuracy"),
@@ -64,6 +66,7 @@ class VauPolicyConfig(Strict):
     modules_to_save: list[str] = Field(default_factory=list, description="modules trained whole beside the adapters "
                                                                          "and saved with them, e.g. [lm_head]")
     max_steps: int = 100
+    log_every: int = Field(25, ge=1, description="SFT steps between printed losses")
     batch_size: int = Field(4, description="tasks per optimizer step (SFT); prompts per step (GRPO)")
     lr: float = 1e-4
     seed: int = 0
@@ -199,18 +202,32 @@ def answer(model, processor, example: dict, max_new_tokens: int) -> str:
 
 def score(model, processor, items: list[dict], max_new_tokens: int) -> tuple[dict, dict[str, str]]:
     """hivau's metrics of the policy's answers (MC accuracy, grounding mIoU, ...), and the answers by task id."""
-    answers = {e["task"].id: answer(model, processor, e, max_new_tokens) for e in items}
+    answers = {}
+    for e in items:
+        check_stop()  # scoring is not checkpointed: a stopped stage scores again from its checkpoint
+        answers[e["task"].id] = answer(model, processor, e, max_new_tokens)
     return vau_metrics([e["task"] for e in items], answers), answers
 
 
 # ---------------------------------------------------------------- the stages
 def train_sft(model, processor, items: list[dict], cfg: VauPolicyConfig) -> list[dict]:
-    """Supervised steps on the targets: `batch_size` tasks per step (one at a time, gradients added up)."""
+    """Supervised steps on the targets: `batch_size` tasks per step (one at a time, gradients added up). Resumes
+    from OUT/checkpoint; a stop (Ctrl-C, SIGTERM) ends it at a step boundary with a checkpoint written there."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    order, log = random.Random(cfg.seed), []
+    order, log, start = random.Random(cfg.seed), [], 0
+    if (state := sft_state(Path(cfg.out))) is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        order.setstate(state["order"])
+        log, start = state["log"], state["step"]
+        print(json.dumps({"resumed_from": state["step"]}), flush=True)
     model.train()
-    for step in range(cfg.max_steps):
+    for step in range(start, cfg.max_steps):
+        set_activity(f"SFT step {step} of {cfg.max_steps}")
+        if stop_requested():
+            save_sft_checkpoint(Path(cfg.out), model, {"optimizer": optimizer.state_dict(), "order": order.getstate(),
+                                                       "log": log, "step": step})
+            check_stop()
         batch = [items[order.randrange(len(items))] for _ in range(cfg.batch_size)]
         total = 0.0
         for e in batch:
@@ -222,9 +239,48 @@ def train_sft(model, processor, items: list[dict], cfg: VauPolicyConfig) -> list
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         log.append({"step": step + 1, "loss": round(total, 5)})
-        if (step + 1) % LOG_EVERY == 0 or step + 1 == cfg.max_steps:
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
             print(json.dumps(log[-1]), flush=True)
+    if start < cfg.max_steps:  # the trained state, so a stop while scoring it does not cost the training
+        save_sft_checkpoint(Path(cfg.out), model, {"optimizer": optimizer.state_dict(), "order": order.getstate(),
+                                                   "log": log, "step": cfg.max_steps})
     return log
+
+
+def save_sft_checkpoint(out: Path, model, state: dict) -> None:
+    """OUT/checkpoint: the adapters and what the loop needs to go on exactly (optimizer, step, task order), written
+    beside and swapped in whole, so a kill while saving leaves the previous checkpoint."""
+    tmp, final = out / ".checkpoint.tmp", out / "checkpoint"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp / "adapters")
+    torch.save(state, tmp / "state.pt")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    set_activity(f"SFT step {state['step']} of the run (checkpoint {final} saved)")
+
+
+def sft_state(out: Path) -> Optional[dict]:
+    path = out / "checkpoint" / "state.pt"
+    return torch.load(path, weights_only=False) if path.is_file() else None
+
+
+class StopAtStep:
+    """TRL's trainer, told by a stop (Ctrl-C, SIGTERM) to save a checkpoint after this step and end."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        # a TrainerCallback subclass made here: transformers is imported only by the stages that train
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                set_activity(f"GRPO step {state.global_step} of {state.max_steps}")
+                if stop_requested():
+                    control.should_save = control.should_training_stop = True
+                elif state.global_step >= state.max_steps:  # so a stop while scoring does not cost the training
+                    control.should_save = True
+                return control
+
+        self.callback = Callback()
 
 
 def check_grpo_support(model, cfg: VauPolicyConfig) -> None:
@@ -256,8 +312,17 @@ def train_grpo(model, processor, items: list[dict], cfg: VauPolicyConfig) -> lis
                       use_cpu=cpu, bf16=not cpu and torch.cuda.is_bf16_supported(), report_to=[],
                       save_strategy="no", logging_steps=1, seed=cfg.seed, dataloader_num_workers=0)
     trainer = GRPOTrainer(model=model, processing_class=processor, reward_funcs=list(REWARDS), args=args,
-                          train_dataset=rows)
-    trainer.train()
+                          train_dataset=rows, callbacks=[StopAtStep().callback])
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
+    if last:
+        print(json.dumps({"resumed_from": Path(last).name}), flush=True)
+    trainer.train(resume_from_checkpoint=last)
+    if stop_requested():
+        set_activity(f"GRPO step {trainer.state.global_step} of {cfg.max_steps} (checkpoint "
+                     f"{get_last_checkpoint(args.output_dir)} saved)")
+        check_stop()
     return [r for r in trainer.state.log_history if "reward" in r]
 
 
@@ -266,7 +331,9 @@ def run(cfg: VauPolicyConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, processor = load_policy(cfg, cfg.init, trainable=True)
+    # a stopped SFT stage goes on from its checkpoint's adapters (GRPO's checkpoint is TRL's, resumed by it)
+    resumed = out / "checkpoint" / "adapters" if cfg.stage == "vau-sft" else None
+    model, processor = load_policy(cfg, str(resumed) if resumed and resumed.is_dir() else cfg.init, trainable=True)
     if cfg.stage == "vau-grpo":
         check_grpo_support(model, cfg)
     model.to(device_of(cfg.device))
@@ -274,7 +341,7 @@ def run(cfg: VauPolicyConfig) -> dict:
     if not train:
         raise SystemExit(f"{cfg.release}: no verifiable tasks of {cfg.tasks} in vau/train.parquet")
     started = time.monotonic()
-    before = score(model, processor, test, cfg.max_new_tokens)[0] if cfg.score_before else None
+    before = starting_score(model, processor, test, cfg, out)
     log = (train_sft if cfg.stage == "vau-sft" else train_grpo)(model, processor, train, cfg)
     after, answers = score(model, processor, test, cfg.max_new_tokens)
     model.save_pretrained(out / "adapters")
@@ -284,6 +351,16 @@ def run(cfg: VauPolicyConfig) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "predictions.jsonl").write_text("".join(json.dumps({"id": k, "answer": v}) + "\n" for k, v in answers.items()))
     return summary
+
+
+def starting_score(model, processor, test: list[dict], cfg: VauPolicyConfig, out: Path) -> Optional[dict]:
+    """The policy's test score before training, kept in OUT so a resumed stage reports the true start."""
+    path = out / "test_before.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    before = score(model, processor, test, cfg.max_new_tokens)[0] if cfg.score_before else None
+    path.write_text(json.dumps(before))
+    return before
 
 
 def parse_args(argv=None) -> VauPolicyConfig:
@@ -296,8 +373,8 @@ def parse_args(argv=None) -> VauPolicyConfig:
     parser.add_argument("--init", help="adapters/ of an earlier stage")
     parser.add_argument("--preset", choices=["vlm"], help="the policy is the vlm preset's checkpoint")
     parser.add_argument("--preset-options", type=json.loads, help='JSON with "model_path" (and n_frames, ...)')
-    for name, kind in [("max_steps", int), ("batch_size", int), ("lr", float), ("seed", int), ("n_frames", int),
-                       ("num_generations", int), ("max_completion_length", int), ("max_new_tokens", int)]:
+    for name, kind in [("max_steps", int), ("log_every", int), ("batch_size", int), ("lr", float), ("seed", int),
+                       ("n_frames", int), ("num_generations", int), ("max_completion_length", int), ("max_new_tokens", int)]:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, dest=name)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}

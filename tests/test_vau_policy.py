@@ -116,3 +116,54 @@ def test_each_vlm_family_goes_through_both_stages(demo_release, tmp_path, family
         with pytest.raises(SystemExit, match="several images"):
             run(VauPolicyConfig(stage="vau-grpo", out=str(tmp_path / "grpo2"), max_steps=1, batch_size=2,
                                 num_generations=2, **{**common, "n_frames": 2}))
+
+
+def _stop_when(cmd: list, out_log: Path, ready: str, timeout_s: float = 600) -> subprocess.Popen:
+    """Run `cmd`, and Ctrl-C it (SIGINT to its process group) once its output shows `ready`."""
+    import os
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "hivau.models.train", *map(str, cmd)], stdout=open(out_log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, env={"OMP_NUM_THREADS": "2", **os.environ})
+    deadline = time.monotonic() + timeout_s
+    while ready not in out_log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, out_log.read_text()[-3000:]
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    return proc
+
+
+def test_a_stopped_stage_saves_a_checkpoint_and_resumes_from_it(demo_release, tiny_qwen, tmp_path):
+    options = {"model_path": str(tiny_qwen), "short_side": 56, "tasks": ["detect"], "think": False,
+               "score_before": False, "eval_per_task": 1}
+    common = ["--release", demo_release, "--preset", "vlm", "--n-frames", "2", "--max-new-tokens", "8",
+              "--preset-options", json.dumps(options), "--batch-size", 2, "--lr", 1e-3]
+    # SFT: Ctrl-C after its 3rd step; it stops at a step with a checkpoint, and a run resumed from it to step S+2
+    # ends with the adapters of a run that went to S+2 without stopping
+    log = tmp_path / "sft.log"
+    proc = _stop_when(["--stage", "vau-sft", *common, "--out", tmp_path / "stopped", "--max-steps", 1000,
+                       "--log-every", 1], log, '"step": 3,')
+    assert proc.returncode == 130, log.read_text()[-3000:]
+    assert "hivau-train stopped by SIGINT during SFT step" in log.read_text()
+    step = torch.load(tmp_path / "stopped" / "checkpoint" / "state.pt", weights_only=False)["step"]
+    assert step >= 3
+    resumed = hivau_train("--stage", "vau-sft", *common, "--out", tmp_path / "stopped", "--max-steps", step + 2)
+    assert f'"resumed_from": {step}' in resumed.stdout
+    hivau_train("--stage", "vau-sft", *common, "--out", tmp_path / "straight", "--max-steps", step + 2)
+    a, b = adapter_weights(tmp_path / "stopped" / "adapters"), adapter_weights(tmp_path / "straight" / "adapters")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # GRPO (TRL's trainer): Ctrl-C after a step; TRL's checkpoint of that step is where the next run goes on
+    grpo = ["--stage", "vau-grpo", *common, "--init", tmp_path / "straight" / "adapters", "--out", tmp_path / "grpo",
+            "--num-generations", 2, "--max-completion-length", 8]
+    log = tmp_path / "grpo.log"
+    proc = _stop_when([*grpo, "--max-steps", 1000], log, "'reward'")
+    assert proc.returncode == 130, log.read_text()[-3000:]
+    (checkpoint,) = (tmp_path / "grpo" / "grpo").glob("checkpoint-*")
+    done = int(checkpoint.name.split("-")[1])
+    resumed = hivau_train(*grpo, "--max-steps", done + 1)
+    assert f'"resumed_from": "{checkpoint.name}"' in resumed.stdout
+    summary = json.loads((tmp_path / "grpo" / "summary.json").read_text())
+    assert [s["step"] for s in summary["log"]][-1] == done + 1
