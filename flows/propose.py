@@ -14,6 +14,7 @@ from hivau.models.io import load_model
 from hivau.models.proposals import Proposal, propose_events, score_video
 from hivau.models.registry import resolve_model
 from hivau.schemas.item import Tables
+from hivau.stopping import check_stop, set_activity, stop_on_signals
 from hivau.tasks.review.projects import ReviewSettings, connect
 from hivau.tasks.review.push import push_proposals
 from hivau.workspace import Workspace
@@ -40,7 +41,10 @@ def score_and_propose(workspace: str, model_ref: str, settings: ProposalSettings
     store = FrameStore(ws.proposal_frames, model.cfg.frame_size, model.cfg.motion_mask,
                        model.cfg.motion_threshold)
     out = {}
-    for video in unannotated_videos(Tables.of(ws.iter_videos())):
+    videos = unannotated_videos(Tables.of(ws.iter_videos()))
+    for i, video in enumerate(videos):
+        set_activity(f"scoring video {i + 1} of {len(videos)} (nothing is stored until all are scored)")
+        check_stop()
         scores, fps = score_video(model, store, Path(video.path))
         spans = propose_events(scores, fps, settings.threshold, settings.min_length_s, settings.merge_gap_s)
         out[video.video_id] = [vars(s) for s in spans]
@@ -60,7 +64,7 @@ def propose_events_flow(
     as timeline predictions. Spans a reviewer keeps become events at the next build-hivau run."""
     ws = Workspace.at(workspace)
     ref = model or str(ws.models)
-    with ws.lock("propose-events"):
+    with stop_on_signals(), ws.lock("propose-events"):
         spans = score_and_propose(workspace, ref, settings)
         sent = {}
         if review.should_push():

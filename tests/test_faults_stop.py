@@ -292,3 +292,40 @@ def test_ctrl_c_and_sigterm_stop_push_pull_and_release_which_then_complete_witho
     run("release", "--include-unreviewed", "--no-publish")
     (release,) = (fresh_workspace / "releases").glob("v*")
     verify_release(release)
+
+
+@pytest.mark.prefect_server
+def test_ctrl_c_stops_propose_which_then_completes(prefect_server, demo_dir, tmp_path):
+    import shutil
+
+    import torch
+
+    from hivau.flows.build import build_hivau
+    from hivau.models.composed_vlm import HivauVLM
+    from hivau.models.io import save_model
+    from hivau.models.presets import tiny, train_tokenizer
+    from hivau.workspace import Workspace
+
+    videos, ws = tmp_path / "videos", tmp_path / "ws"
+    videos.mkdir()
+    for path in sorted((demo_dir / "videos").glob("demo_*.mp4"))[:4]:
+        shutil.copy(path, videos / path.name)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}):
+        build_hivau(videos_dir=str(videos), workspace=str(ws), format="none", review={"enabled": "off"})
+    torch.manual_seed(0)
+    model = HivauVLM(tiny(300, image_size=64, d_vision=64, d_lm=64), train_tokenizer(["a person walks."] * 5, 300))
+    save_model(model, tmp_path / "scorer", card="# test\n")
+    cmd = [str(BIN / "hivau"), "propose", "--workspace", str(ws), "--model", str(tmp_path / "scorer"), "--no-push"]
+    log = tmp_path / "propose.log"
+    proc = _start(cmd, prefect_server["env"], log)
+    _wait_until(lambda: "propose-events" in _lock_holder(ws), proc, log)
+    _stop(proc, "ctrl-c", log)
+    assert proc.returncode == 130, log.read_text()[-3000:]
+    assert "hivau: propose stopped by SIGINT" in log.read_text() and "Resume with: hivau propose" in log.read_text()
+    assert _flow_run_states(prefect_server["home"] / "prefect.db", ws).get("propose-events") == "CRASHED"
+    with Workspace.at(ws).lock("the test", wait_s=0):
+        pass
+    done = subprocess.run(cmd, env=prefect_server["env"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "demo_" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
