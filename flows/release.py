@@ -12,6 +12,7 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import Field
 
+from hivau.stopping import stop_on_signals
 from hivau.tasks.release.publish import ReleaseSettings, announce_release, build_release, verify_release
 from hivau.workspace import Workspace
 
@@ -22,7 +23,8 @@ def publish_release(
     release: ReleaseSettings = ReleaseSettings(),
 ) -> str:
     """Write the next immutable release folder and announce it (event `hivau.release.published`)."""
-    path = build_release(Workspace.at(workspace), release)
+    with stop_on_signals():  # a cancelled run leaves no release folder: it is written aside and renamed whole
+        path = build_release(Workspace.at(workspace), release)
     manifest = verify_release(path)
     counts = manifest["counts"]
     create_markdown_artifact((path / "README.md").read_text(), key="hivau-release",

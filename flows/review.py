@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
+from hivau.stopping import stop_on_signals
 from hivau.tasks.manifests import pull_and_merge
 from hivau.tasks.review.projects import ReviewSettings, connect
 from hivau.tasks.review.pull import PullReport
@@ -39,7 +40,8 @@ def sync_reviews(
     review: ReviewSettings = ReviewSettings(enabled="on"),
 ) -> dict:
     """Pull the reviewers' annotations from Label Studio and merge them into the workspace's tables."""
-    report = pull_reviews(workspace, review)
+    with stop_on_signals():  # a cancelled run stops at once; a pull stores nothing until every level is fetched
+        report = pull_reviews(workspace, review)
     rows = [{"level": level, "annotations": n, "new_or_changed": report.new_or_changed.get(level, 0)}
             for level, n in report.annotations_seen.items()]
     create_table_artifact(rows, key="sync-reviews", description=f"reviews pulled into {workspace}")
