@@ -38,5 +38,7 @@ LLM_REQUEST_FAILED = "llm_request_failed"
 LLM_REQUEST_REJECTED = "llm_request_rejected"
 LLM_INVALID_OUTPUT = "llm_invalid_output"
 LLM_TRUNCATED_OUTPUT = "llm_truncated_output"
+# the server could not be reached (refused, reset, connect timeout) for longer than llm.outage_s
+LLM_UNREACHABLE = "llm_unreachable"
 
 ALL_REASONS = tuple(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str) and k != "ALL_REASONS")

@@ -2,19 +2,23 @@
 
 Requests are answered from `script` first (one action each, in order), then by `responder`, which
 writes a valid answer for the requested schema from what the prompt says, so that a test can check
-that each answer landed on the item it was asked about.
+that each answer landed on the item it was asked about. `stop()` and `start()` (or `with srv.down():`) take the
+server away, as a crash does, and bring it back on the same port.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 
 @dataclass
@@ -41,6 +45,11 @@ class Hang:
 
 
 @dataclass
+class Drop:
+    """Close the connection without an answer, as a server (or a proxy) that drops one request does."""
+
+
+@dataclass
 class Delay:
     seconds: float
     then: object = None  # the action after the delay; None: the responder's answer
@@ -53,6 +62,7 @@ class Served:
     headers: dict
     action: str
     t: float = field(default_factory=time.monotonic)
+    answered: bool = False  # the whole answer was written (before a `stop()` could cut it)
 
 
 def _user_text(body: dict) -> str:
@@ -115,6 +125,11 @@ def grounded_answer(body: dict) -> dict:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # the listen backlog: many clients connect at once (the default 5 refuses some)
+    allow_reuse_address = True  # `start()` after `stop()` binds the same port again at once
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a connection `stop()` cut is expected: say nothing
+            super().handle_error(request, client_address)
 
 
 class FakeOpenAI:
@@ -124,11 +139,22 @@ class FakeOpenAI:
         self.latency_s = latency_s
         self.script: deque = deque()
         self.served: list[Served] = []
+        self.port = 0  # 0 until the first start: then the port it keeps across stop() and start()
         self._lock = threading.Lock()
         self._httpd: Optional[ThreadingHTTPServer] = None
+        self._connections: set[socket.socket] = set()
+        self._stopping = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        if self._httpd is not None:
+            self.stop()
+
+    def start(self) -> "FakeOpenAI":
+        """Listen (again) on 127.0.0.1, on the port of the first start."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -138,26 +164,72 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
+            def setup(self):
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self):
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
+
             def do_GET(self):  # /stats: what was served, for a client in another process
+                if server._stopping.is_set():
+                    self.close_connection = True
+                    return
                 data = json.dumps({"completions": len(server.completions)}).encode()
                 server._send(self, 200, data)
 
             def do_POST(self):
                 length = int(self.headers.get("content-length", 0))
-                body = json.loads(self.rfile.read(length) or b"{}")
-                server._handle(self, body)
+                data = self.rfile.read(length)
+                if len(data) < length:  # the connection was cut mid-request (`stop()`): nothing to answer
+                    self.close_connection = True
+                    return
+                server._handle(self, json.loads(data or b"{}"))
 
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        self._httpd = _Server(("127.0.0.1", self.port), Handler)
+        self.port = self._httpd.server_address[1]
+        self._stopping.clear()
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+    def stop(self) -> None:
+        """Gone, as a crashed server is: the port refuses connections and open ones are cut (requests in flight
+        get no answer)."""
+        httpd, self._httpd = self._httpd, None
+        self._stopping.set()  # from now on no request is answered, not even one in flight
+        self._cut_connections()
+        httpd.shutdown()
+        httpd.server_close()
+        self._cut_connections()  # any accepted while it was shutting down
+
+    def _cut_connections(self) -> None:
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """`with srv.down(): ...`: stopped for the block, listening on the same port again after it."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return f"http://127.0.0.1:{self.port}/v1"
 
     @property
     def completions(self) -> list[Served]:
@@ -170,10 +242,22 @@ class FakeOpenAI:
                 return self.script.popleft()
         return self.responder(body)
 
+    @property
+    def answered(self) -> list[Served]:
+        return [s for s in self.completions if s.answered]
+
     def _handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        if self._stopping.is_set():
+            handler.close_connection = True
+            return
         action = self._next_action(body)
+        served = Served(handler.path, body, {k.lower(): v for k, v in handler.headers.items()}, type(action).__name__)
         with self._lock:
-            self.served.append(Served(handler.path, body, {k.lower(): v for k, v in handler.headers.items()}, type(action).__name__))
+            self.served.append(served)
+        served.answered = self._respond(handler, body, action)
+
+    def _respond(self, handler: BaseHTTPRequestHandler, body: dict, action) -> bool:
+        """Carry out `action`; True when an answer was written."""
         if self.latency_s:
             time.sleep(self.latency_s)
         while isinstance(action, Delay):
@@ -181,16 +265,17 @@ class FakeOpenAI:
             action = action.then if action.then is not None else self.responder(body)
         if isinstance(action, Hang):
             time.sleep(action.seconds)  # the client gives up first; then drop the connection
+        if isinstance(action, (Hang, Drop)) or self._stopping.is_set():  # a stopped server answers nothing
             handler.close_connection = True
-            return
+            return False
         if isinstance(action, Status):
             headers = {"retry-after": action.retry_after} if action.retry_after else {}
             payload = {"error": {"message": action.message, "type": "scripted", "code": action.code}}
             self._send(handler, action.code, json.dumps(payload).encode(), headers)
-            return
+            return True
         if isinstance(action, MalformedBody):
             self._send(handler, 200, action.body)
-            return
+            return True
         reply: Reply = action
         prompt_chars = sum(len(str(m.get("content", ""))) for m in body.get("messages", []))
         payload = {
@@ -202,6 +287,7 @@ class FakeOpenAI:
                       "total_tokens": prompt_chars // 4 + len(reply.content) // 4},
         }
         self._send(handler, 200, json.dumps(payload).encode())
+        return True
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, code: int, data: bytes, headers: Optional[dict] = None) -> None:

@@ -387,22 +387,30 @@ def caption_stream(items: Iterable[VideoItem], ws: Workspace, settings: CaptionS
                     if settings.judge:
                         await _judge_caption(item, clip, frames, captioner, client)
 
+            errors: list[BaseException] = []
+
             async def one_video(item: VideoItem) -> None:
                 try:
                     await asyncio.gather(*(one_clip(item, c) for c in _clips_to_caption(item, captioner, settings)))
                     item.advance("captioned")
                     on_done(item)
+                except Exception as exc:  # a bug, not a request failure (those are records): kept, not lost
+                    errors.append(exc)
                 finally:
                     videos.release()
 
             running: set[asyncio.Task] = set()
             for item in items:
                 await videos.acquire()
+                if errors:
+                    break  # no new videos after a failure; the ones in flight finish (and are saved) first
                 task = asyncio.create_task(one_video(item))
                 running.add(task)
                 task.add_done_callback(running.discard)
             if running:
                 await asyncio.gather(*running)
+            if errors:
+                raise errors[0]
 
     asyncio.run(run())
     return captioner.usage

@@ -1,4 +1,5 @@
-"""OpenAI-compatible chat client for the roll-up: JSON-schema output, retries with backoff, a cache, usage."""
+"""OpenAI-compatible chat client for the roll-up: JSON-schema output, retries with backoff, outages waited out, a
+cache, usage."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import os
 import random
 import re
 import time
-from contextlib import AsyncExitStack
+import urllib.parse
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
@@ -26,6 +28,8 @@ from hivau.workspace import atomic_write_json
 log = logging.getLogger("hivau.llm")
 Out = TypeVar("Out", bound=BaseModel)
 RETRY_AFTER_CAP_S = 300.0
+MIN_PROBE_WAIT_S = 0.1  # even with backoff_s=0, probes of a dead server must not spin
+PROBE_TIMEOUT_S = 10.0  # a probe is one small GET: a server that cannot answer it this soon is not back yet
 
 
 class LLMSettings(BaseModel):
@@ -38,11 +42,19 @@ class LLMSettings(BaseModel):
     structured_output: Literal["json_schema", "json_text"] = Field(
         "json_schema", description="json_schema: response_format with a schema; json_text: parse JSON from text")
     concurrency: int = Field(16, ge=1, description="requests in flight at once")
-    max_attempts: int = Field(5, ge=1, description="tries per request on timeouts, 429 and 5xx")
+    max_attempts: int = Field(5, ge=1, description="tries per request on read timeouts, 429 and 5xx (a server "
+                                                   "that cannot be reached at all is waited for: outage_s)")
     invalid_retries: int = Field(2, ge=0, description="extra tries when the answer is not valid JSON for the schema")
     timeout_s: float = Field(60.0, gt=0)
     backoff_s: float = Field(1.0, ge=0, description="first backoff; doubles per try unless Retry-After says")
     backoff_max_s: float = Field(30.0, ge=0)
+    outage_s: float = Field(120.0, ge=0, description="how long a server that cannot be reached (connection refused "
+                                                     "or reset, connect timeout) is waited for: meanwhile one request "
+                                                     "at a time probes it and the others wait; past this, the "
+                                                     "requests waiting fail as llm_unreachable (a re-run sends them). "
+                                                     "Raise it to ride out longer restarts")
+    probe_max_s: float = Field(5.0, gt=0, description="longest wait between two probes of an unreachable server "
+                                                       "(the first is backoff_s, doubling): at most this late back")
     temperature: float = 0.2
     max_tokens: int = Field(1024, ge=16)
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
@@ -95,6 +107,7 @@ class Usage:
     failed_items: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    unreachable_s: float = 0.0  # how long the server could not be reached, all outages together
     by_prompt: dict[str, int] = field(default_factory=dict)
 
     def cost_usd(self, settings: LLMSettings) -> float:
@@ -105,6 +118,7 @@ class Usage:
         rows = [{"metric": "model", "value": model or "-"}]
         rows += [{"metric": k, "value": getattr(self, k)} for k in
                  ("requests", "cache_hits", "retries", "failed_items", "prompt_tokens", "completion_tokens")]
+        rows.append({"metric": "unreachable_s", "value": round(self.unreachable_s, 1)})
         priced = settings.usd_per_1m_input_tokens or settings.usd_per_1m_output_tokens
         rows.append({"metric": "estimated_cost_usd",
                      "value": round(self.cost_usd(settings), 6) if priced else "no prices set (llm.usd_per_1m_*)"})
@@ -210,11 +224,137 @@ def retry_after_s(response) -> Optional[float]:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
+def public_url(url: Optional[str]) -> str:
+    """The endpoint as it may be logged or recorded: no user:password part and no query (keys travel there too)."""
+    parts = urllib.parse.urlsplit(url or "https://api.openai.com/v1")
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urllib.parse.urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The server was not reached at all (refused, reset, gone mid-answer, connect timeout), as opposed to one that
+    answered, or took the request and then too long (a read timeout: a hung server, given counted tries)."""
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError):  # by name: the cause is httpx's or httpx2's, by the client version
+        return type(exc.__cause__).__name__ == "ConnectTimeout"
+    return isinstance(exc, openai.APIConnectionError)
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, with the transport error underneath the client's generic one ("Connection error.")."""
+    text = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    return f"{text} ({type(cause).__name__}: {cause})" if cause is not None and str(cause) else text
+
+
+class Unreachable(Exception):
+    """The server has been unreachable for longer than `outage_s`."""
+
+
+class Outage:
+    """Whether the server can be reached, shared by all requests of one client (a circuit breaker).
+
+    The first request that cannot reach the server opens an outage: from then on requests wait, rather than each
+    retrying a dead server on its own, and one probe (`probe`: a cheap GET) asks after it, backing off from
+    `backoff_s` up to `probe_max_s`. The first answer, to the probe or to any request, lets them all go on. Once
+    the outage has lasted `outage_s`, the waiting requests fail and new ones fail at once; the probe goes on, so
+    that a long run picks up again when the server does.
+    """
+
+    def __init__(self, settings: LLMSettings, where: str, probe: Callable[[], Awaitable[Optional[str]]]):
+        self.settings, self.where, self.probe = settings, where, probe
+        self.since: Optional[float] = None  # monotonic time of the first failed request of the current outage
+        self.answers = 0  # answers the server gave, for telling a request dropped by a live server from an outage
+        self.total_s = 0.0
+        self.last_error = ""
+        self._up = asyncio.Event()
+        self._up.set()
+        self._prober: Optional[asyncio.Task] = None
+        self._gave_up = False
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def lasted_s(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def detail(self) -> str:
+        return (f"the server at {self.where} could not be reached for {self.lasted_s():.0f} s "
+                f"(llm.outage_s={self.settings.outage_s:g}); last error: {self.last_error}")[:500]
+
+    async def admit(self) -> None:
+        """Return at once, or when a down server answers again; raise `Unreachable` once the outage has lasted
+        `outage_s`."""
+        if self.since is None:
+            return
+        left = self.since + self.settings.outage_s - time.monotonic()
+        try:
+            await asyncio.wait_for(self._up.wait(), max(left, 0.0))
+        except asyncio.TimeoutError:
+            self._give_up()
+            raise Unreachable from None
+
+    def failed(self, error: str) -> None:
+        """A request did not reach the server: unless one is open already, an outage starts, with its probe."""
+        self.last_error = error
+        if self.since is not None:
+            return
+        self.since, self._gave_up = time.monotonic(), False
+        self._up.clear()
+        log.warning("LLM server at %s unreachable (%s): requests wait for it for up to %.0f s (llm.outage_s)",
+                    self.where, error, self.settings.outage_s)
+        self._prober = asyncio.create_task(self._probe_until_up())
+
+    def reached(self) -> None:
+        """Any answer, even an error status, shows the server is there: the requests waiting go on."""
+        self.answers += 1
+        if self.since is None:
+            return
+        lasted = self.lasted_s()
+        self.total_s += lasted
+        self.since = None
+        self._up.set()
+        log.warning("LLM server at %s reachable again after %.0f s", self.where, lasted)
+
+    async def close(self) -> float:
+        """Stop probing; the seconds the server was unreachable in all, an outage still open included."""
+        if self._prober is not None and not self._prober.done():
+            self._prober.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._prober
+        return self.total_s + self.lasted_s()
+
+    async def _probe_until_up(self) -> None:
+        tries = 0
+        while self.since is not None:
+            tries += 1
+            base = min(self.settings.backoff_s * 2 ** min(tries - 1, 30), self.settings.probe_max_s)
+            await asyncio.sleep(max(base * random.uniform(0.5, 1.0), MIN_PROBE_WAIT_S))
+            if self.since is None:
+                return  # a request got through meanwhile
+            error = await self.probe()
+            if error is None:
+                self.reached()
+            else:
+                self.last_error = error
+
+    def _give_up(self) -> None:
+        if not self._gave_up:
+            self._gave_up = True
+            log.error("LLM server at %s unreachable for %.0f s (llm.outage_s=%g): its requests fail as %s until it "
+                      "answers again; a re-run sends them", self.where, self.lasted_s(), self.settings.outage_s,
+                      reasons.LLM_UNREACHABLE)
+
+
 class LLMClient:
     """Async JSON completions with a concurrency cap, retries, a response cache and usage accounting.
 
     The `openai` client's own retries are off: ours honour Retry-After, count retries and end in an
-    `LLMError` with a reason instead of an exception the caller has to interpret.
+    `LLMError` with a reason instead of an exception the caller has to interpret. A server that cannot be reached
+    is waited for together (`Outage`), up to `outage_s`, instead of costing each request its tries.
     """
 
     def __init__(self, endpoint: Endpoint, settings: LLMSettings, cache: ResponseCache,
@@ -223,6 +363,7 @@ class LLMClient:
         self.usage = usage or Usage()
         self._client = None
         self._semaphore: Optional[asyncio.Semaphore] = None
+        self.outage: Optional[Outage] = None
 
     async def __aenter__(self) -> "LLMClient":
         import openai
@@ -231,9 +372,11 @@ class LLMClient:
                                           api_key=self.endpoint.api_key.get_secret_value(),
                                           max_retries=0, timeout=self.settings.timeout_s)
         self._semaphore = asyncio.Semaphore(self.settings.concurrency)
+        self.outage = Outage(self.settings, public_url(self.endpoint.base_url), self._probe)
         return self
 
     async def __aexit__(self, *exc) -> None:
+        self.usage.unreachable_s += await self.outage.close()
         await self._client.close()
 
     def _redact(self, text: str) -> str:
@@ -254,9 +397,35 @@ class LLMClient:
         request["messages"] = messages
         return request
 
-    async def _send(self, request: dict):
+    async def _probe(self) -> Optional[str]:
+        """None when the server answers at all (any status: GET /models need not exist), else what went wrong."""
+        try:
+            await self._client.with_options(timeout=min(self.settings.timeout_s, PROBE_TIMEOUT_S)).models.list()
+        except Exception as exc:
+            if is_unreachable(exc):
+                return self._redact(describe(exc))[:300]
+        return None
+
+    async def _send_watched(self, request: dict, prompt_tag: str):
+        """`_send`, once the server is not known to be down; the outcome opens or closes an outage."""
+        while True:
+            await self.outage.admit()  # outside the semaphore: the requests waiting hold no slot
+            try:
+                async with self._semaphore:
+                    if self.outage.down:
+                        continue  # it went down while this request queued for a slot: wait with the others
+                    response = await self._send(request, prompt_tag)
+            except Exception as exc:
+                if is_unreachable(exc):
+                    self.outage.failed(self._redact(describe(exc))[:300])
+                else:
+                    self.outage.reached()
+                raise
+            self.outage.reached()
+            return response
+
+    async def _send(self, request: dict, prompt_tag: str):
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(self._semaphore)
             if self.settings.rate_limit:
                 from prefect.concurrency.asyncio import rate_limit
 
@@ -266,6 +435,7 @@ class LLMClient:
 
                 await stack.enter_async_context(concurrency(self.settings.concurrency_limit, occupy=1))
             self.usage.requests += 1
+            self.usage.by_prompt[prompt_tag] = self.usage.by_prompt.get(prompt_tag, 0) + 1
             return await self._client.chat.completions.create(**request)
 
     def _parse(self, response, output: type[Out], check: Optional[Callable[[Out], Out]]) -> Out:
@@ -311,15 +481,26 @@ class LLMClient:
             except (ValidationError, ValueError, KeyError):
                 pass  # an entry from an older schema: ask again
         request = self._request(messages, output)
-        transport_tries, invalid_left = 0, self.settings.invalid_retries
+        transport_tries, dropped, invalid_left = 0, 0, self.settings.invalid_retries
         retryable = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
                      openai.InternalServerError)
         while True:
-            self.usage.by_prompt[prompt_tag] = self.usage.by_prompt.get(prompt_tag, 0) + 1
+            answers = self.outage.answers
             try:
-                response = await self._send(request)
+                response = await self._send_watched(request, prompt_tag)
                 parsed = self._parse(response, output, check)
+            except Unreachable:
+                raise LLMError(reasons.LLM_UNREACHABLE, self.outage.detail()) from None
             except retryable as exc:
+                if is_unreachable(exc):
+                    # the shared outage paces the next try; but a connection lost while the server answered others
+                    # is this request's own trouble (a proxy or server dropping it): that gets counted tries
+                    dropped += self.outage.answers > answers
+                    if dropped >= self.settings.max_attempts:
+                        raise LLMError(reasons.LLM_REQUEST_FAILED, self._redact(
+                            f"{describe(exc)}: lost {dropped} times while the server answered others")[:300]) from None
+                    self.usage.retries += 1
+                    continue
                 transport_tries += 1
                 what = self._redact(f"{type(exc).__name__}: {exc}")[:300]
                 if transport_tries >= self.settings.max_attempts:

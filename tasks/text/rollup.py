@@ -52,7 +52,7 @@ from hivau.tasks.text.llm import (
     Usage,
     resolve_endpoint,
 )
-from hivau.tasks.text.nlp import parse_many
+from hivau.tasks.text.nlp import english, parse_many
 from hivau.tasks.text.verify import evidence_of, item_texts
 
 
@@ -371,6 +371,7 @@ async def _rollup_all(items: Iterable[VideoItem], backend: RollupBackend, settin
     slots = asyncio.Semaphore(window)
     results: dict[int, VideoItem] = {}
     running: set[asyncio.Task] = set()
+    errors: list[BaseException] = []
 
     async def one(index: int, item: VideoItem) -> None:
         try:
@@ -379,16 +380,22 @@ async def _rollup_all(items: Iterable[VideoItem], backend: RollupBackend, settin
                 on_done(done)
             if keep:
                 results[index] = done
+        except Exception as exc:  # a bug, not a request failure (those are records): kept, or the video is lost
+            errors.append(exc)
         finally:
             slots.release()
 
     for index, item in enumerate(items):
         await slots.acquire()
+        if errors:
+            break  # no new videos after a failure; the ones in flight finish (and are saved) first
         task = asyncio.create_task(one(index, item))
         running.add(task)
         task.add_done_callback(running.discard)
     if running:
         await asyncio.gather(*running)
+    if errors:
+        raise errors[0]
     return [results[i] for i in sorted(results)]
 
 
@@ -416,6 +423,10 @@ def run_rollup(items: Iterable[VideoItem], cache_dir: Optional[Path], settings: 
         async with LLMClient(endpoint, settings.llm, ResponseCache(cache_dir), usage) as client:
             return await _rollup_all(items, LLMBackend(client), settings, done, keep, window)
 
+    if settings.repair_attempts:
+        # the draft checks parse in worker threads; spaCy's first import there pulls in httpx, which the openai
+        # client looks up on every answer: half-imported, it crashed a request. So it is loaded here, first
+        english()
     out = asyncio.run(with_client())
     usage.failed_items = failed
     return RollupRun(out, name, endpoint.model, usage, note)
