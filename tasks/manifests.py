@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Optional
 
 from pydantic import BaseModel, Field
@@ -109,7 +110,7 @@ def recut_corrected(ws: Workspace, tables: Tables) -> list[str]:
         result, fresh = cut_or_resume(ws, seg_id, dst, videos[row.video_id], row.start_s, row.end_s,
                                       row.cut_mode or "accurate", CutSettings())
         row.cut_start_s, row.cut_end_s, row.n_frames = result.start_s, result.end_s, result.n_frames
-        row.media_path = ws.relative(dst)
+        row.media_path = ws.relative(Path(result.path))
         if fresh:
             done.append(seg_id)
     return done

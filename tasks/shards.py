@@ -197,7 +197,7 @@ def cut_item(item: VideoItem, ws: Workspace, mode: CutMode, settings: CutSetting
             item.quarantine.append(item.failure(segment_id, level, "cut", reasons.CUT_FAILED, str(exc)))
             continue
         record.cut_start_s, record.cut_end_s, record.cut_mode = result.start_s, result.end_s, result.mode
-        record.n_frames, record.media_path = result.n_frames, ws.relative(dst)
+        record.n_frames, record.media_path = result.n_frames, ws.relative(Path(result.path))
         if on_segment:
             on_segment(segment_id, fresh)
     item.planned_events = [e for e in item.planned_events if e.event_id not in failed]

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import ffmpeg
 from pydantic import BaseModel, Field
@@ -87,11 +87,12 @@ def written_span(seek: float, n_frames: int, fps: float) -> tuple[float, float]:
 
 def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMode, fps: float,
                 keyframe_times: Sequence[float] = (), settings: CutSettings = CutSettings(),
-                is_vfr: bool = False) -> CutResult:
+                is_vfr: bool = False, before_rename: Optional[Callable[[CutResult, int], None]] = None) -> CutResult:
     """Cut [start, end] of `src` into `dst` atomically; returns the boundaries actually written.
 
     ffmpeg's own progress report says how many frames it wrote; only a variable-rate source's output is
-    probed again, since there the frame count does not give the span.
+    probed again, since there the frame count does not give the span. `before_rename(result, size)` runs once
+    the cut is whole and before it takes its name (the resume record is written there).
     """
     dst = Path(dst)
     tmp = partial_path(dst)
@@ -117,10 +118,13 @@ def cut_segment(src: str, dst: str | Path, start: float, end: float, mode: CutMo
                 cut_start, cut_end = written_span(seek, n_frames, fps)
             if not n_frames:
                 raise CutError(f"ffmpeg wrote no video frames for {Path(src).name} [{start:.3f}, {end:.3f}]")
+            result = CutResult(path=str(dst), mode=mode, start_s=cut_start, end_s=cut_end, n_frames=n_frames)
+            if before_rename:
+                before_rename(result, tmp.stat().st_size)
             os.replace(tmp, dst)
         finally:
             tmp.unlink(missing_ok=True)
-    return CutResult(path=str(dst), mode=mode, start_s=cut_start, end_s=cut_end, n_frames=n_frames)
+    return result
 
 
 def _fingerprint(src: str, start: float, end: float, mode: CutMode, settings: CutSettings) -> str:
@@ -133,17 +137,49 @@ def _fingerprint(src: str, start: float, end: float, mode: CutMode, settings: Cu
 
 def cut_or_resume(ws: Workspace, segment_id: str, dst: Path, video: SourceVideo, start: float, end: float,
                   mode: CutMode, settings: CutSettings) -> tuple[CutResult, bool]:
-    """Cut one segment of `video` unless the same cut already finished; returns (result, was_cut_now)."""
+    """Cut one segment of `video` unless the same cut already finished; returns (result, was_cut_now). The
+    result's path is where the cut is: `dst`, or beside it for a re-cut with other times (`recut_path`)."""
     partial_path(dst).unlink(missing_ok=True)  # left by a run killed mid-cut; never a valid output
     fingerprint = _fingerprint(video.path, start, end, mode, settings)
     state_path = ws.segment_state(segment_id)
-    if state_path.is_file() and dst.is_file():
-        state = json.loads(state_path.read_text())
+    state = json.loads(state_path.read_text()) if state_path.is_file() else None
+    if state and state.get("fingerprint") == fingerprint:
+        done = recorded_path(state, dst)
         # the recorded size guards against a media file a crash left short (the state is not fsynced)
-        if state.get("fingerprint") == fingerprint and state.get("size") == dst.stat().st_size:
-            return CutResult(**state["result"]), False
-    result = cut_segment(video.path, dst, start, end, mode, video.fps, video.keyframe_times, settings, video.is_vfr)
-    # a full disk here leaves the cut without its state, so the next run cuts it again
-    atomic_write_json(state_path, {"fingerprint": fingerprint, "size": dst.stat().st_size, "result": result.__dict__},
-                      durable=False)
+        if done.is_file() and state.get("size") == done.stat().st_size:
+            return CutResult(**{**state["result"], "path": str(done)}), False
+        target = done  # the same cut, not finished: again, at the same name
+    else:
+        target = recut_path(dst, fingerprint) if dst.exists() else dst
+    partial_path(target).unlink(missing_ok=True)
+
+    def record(result: CutResult, size: int) -> None:
+        # written before the cut takes its name: a file at a name always has its record, so a file without one
+        # is never a leftover of this run and is never written over
+        atomic_write_json(state_path, {"fingerprint": fingerprint, "size": size, "result": result.__dict__},
+                          durable=False)
+
+    result = cut_segment(video.path, target, start, end, mode, video.fps, video.keyframe_times, settings,
+                         video.is_vfr, before_rename=record)
     return result, True
+
+
+def recorded_path(state: dict, dst: Path) -> Path:
+    """The file a cut record names, beside `dst` (by name: a workspace copied or moved keeps its records)."""
+    return dst.with_name(Path(state["result"]["path"]).name)
+
+
+def cut_path(ws: Workspace, segment_id: str, dst: Path) -> Optional[Path]:
+    """Where the segment's latest finished cut is (`dst` or a re-cut beside it); None when it has none on disk."""
+    state_path = ws.segment_state(segment_id)
+    if not state_path.is_file():
+        return None
+    path = recorded_path(json.loads(state_path.read_text()), dst)
+    return path if path.is_file() else None
+
+
+def recut_path(dst: Path, fingerprint: str) -> Path:
+    """Where a segment cut again with other times goes: never over its earlier file, which the current manifests
+    (and the previous set's readers) still name until the new set is linked; a kill in between would otherwise
+    leave them describing frames the file no longer holds. The earlier file stays (releases hard-link theirs)."""
+    return dst.with_name(f"{dst.stem}~{fingerprint[:8]}{dst.suffix}")

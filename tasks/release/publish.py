@@ -46,6 +46,7 @@ from hivau.tasks.release.exports import (
 )
 from hivau.tasks.release.vau import vau_tasks
 from hivau.tasks.review.audit import audit_markdown, audit_table, check_gate_markdown, check_gate_table
+from hivau.tasks.review.media import playable_video
 from hivau.workspace import DiskFullError, Workspace, disk_full_guard, is_disk_full
 
 # the fixture's row order: per source video its clips, events, then the video; tasks in HIVAU's order
@@ -393,7 +394,7 @@ def collect_media(ws: Workspace, tables: Tables, settings: ReleaseSettings) -> d
                 out[id_of(row)] = (ws.root / row.media_path,
                                    hivau_media_path(settings.dataset, level, splits[row.video_id], f"{id_of(row)}.mp4"))
     for v in tables.videos:
-        src = ws.video_media(v.video_id) if ws.video_media(v.video_id).is_file() else Path(v.path)
+        src = playable_video(ws, v.video_id) or Path(v.path)
         if src.is_file():
             out[v.video_id] = (src, hivau_media_path(settings.dataset, "video", splits[v.video_id],
                                                      f"{v.video_id}{src.suffix}"))

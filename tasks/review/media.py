@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hivau.schemas.item import Tables
-from hivau.tasks.build.cut import CutSettings, cut_or_resume
+from hivau.tasks.build.cut import CutSettings, cut_or_resume, cut_path
 from hivau.workspace import Workspace
 
 
@@ -32,13 +32,23 @@ def prepare_review_media(ws: Workspace, tables: Tables, context_s: float) -> dic
         start, end = max(0.0, event.start_s - context_s), min(v.duration_s, event.end_s + context_s)
         result, _ = cut_or_resume(ws, f"review_{event.event_id}", ws.review_media(event.event_id), v, start, end,
                                   "accurate", CutSettings())
-        out[event.event_id] = ReviewMedia(ws.review_media(event.event_id), v.fps, result.start_s)
+        out[event.event_id] = ReviewMedia(Path(result.path), v.fps, result.start_s)
     for v in tables.videos:
         # H.264 plays in every browser and only needs remuxing; anything else is re-encoded once.
         mode = "copy" if v.codec == "h264" else "accurate"
-        result, _ = cut_or_resume(ws, f"video_{v.video_id}", ws.video_media(v.video_id), v, 0.0, v.duration_s, mode,
+        result, _ = cut_or_resume(ws, playable_id(v.video_id), ws.video_media(v.video_id), v, 0.0, v.duration_s, mode,
                                   CutSettings())
-        out[v.video_id] = ReviewMedia(ws.video_media(v.video_id), v.fps, result.start_s)
+        out[v.video_id] = ReviewMedia(Path(result.path), v.fps, result.start_s)
     return out
 
 
+
+
+def playable_id(video_id: str) -> str:
+    """The segment id of a video's browser-playable copy (its cut record is kept under it)."""
+    return f"video_{video_id}"
+
+
+def playable_video(ws: Workspace, video_id: str) -> Path | None:
+    """The video's browser-playable copy, when one was made."""
+    return cut_path(ws, playable_id(video_id), ws.video_media(video_id))
