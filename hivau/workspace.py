@@ -399,6 +399,20 @@ class Workspace:
             os.replace(self.manifests, generations / "g000000")
             os.symlink(Path(MANIFEST_GENERATIONS) / "g000000", self.manifests)
 
+    # the record folders whose files are written through `atomic_target` (the LLM cache and frame stores are
+    # left out: large, and their leftovers are never read)
+    RECORD_FOLDERS = ("videos", "segments", "batches", "captions", "motion", "exports", "annotations", "reviews")
+
+    def remove_stale_temporaries(self) -> int:
+        """Remove the temporary files of writes a killed process never finished (`.NAME.XXXXXXXX.tmp`). Called
+        with the lock just taken, when no write of this workspace is under way."""
+        stale = list(self.state.glob(".*.tmp"))
+        for name in self.RECORD_FOLDERS:
+            stale += (self.state / name).rglob(".*.tmp")
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     # ---------------------------------------------------------------- one operation at a time
     @contextmanager
     def lock(self, operation: str, wait_s: float = 0.0) -> Iterator[None]:
@@ -448,6 +462,7 @@ class Workspace:
         with _held_guard:
             _held[key] = 1
         try:
+            self.remove_stale_temporaries()
             yield
         finally:
             with _held_guard:

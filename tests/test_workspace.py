@@ -73,3 +73,20 @@ def test_lock_stops_a_second_process_with_who_holds_it(tmp_path):
     with ws.lock("build-hivau"):
         with ws.lock("review push"):  # the same process nests (a build that pushes)
             pass
+
+
+def test_taking_the_lock_removes_temporaries_a_killed_write_left(tmp_path):
+    from hivau.workspace import Workspace, atomic_write_bytes
+
+    ws = Workspace.at(tmp_path / "ws")
+    atomic_write_bytes(ws.state / "videos" / "v1.json", b"{}")
+    left = [ws.state / "videos" / ".v1.json.abcd1234.tmp", ws.state / "batches" / ".b.json.k2j3h4g5.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    keep = ws.state / "llm_cache" / ".x.tmp"  # not a record folder: left alone
+    keep.parent.mkdir(parents=True)
+    keep.write_bytes(b"")
+    with ws.lock("a build"):
+        assert not any(p.exists() for p in left)
+    assert (ws.state / "videos" / "v1.json").read_bytes() == b"{}" and keep.exists()
