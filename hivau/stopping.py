@@ -121,18 +121,31 @@ def stop_on_signals(interrupt: bool = True) -> Iterator[None]:
     """SIGINT and SIGTERM stop the work inside: the flag is set, children are killed, and the main thread is
     interrupted (`interrupt=False`: not interrupted, for a loop that must end at a step boundary, such as a training
     step, and checks `stop_requested()`). Only the main thread can handle signals; elsewhere this does nothing.
-    Nested uses (the CLI around a flow that installs it too) stop once."""
+    Nested uses (the CLI around a flow that installs it too) stop once.
+
+    Inside a Prefect flow run, Prefect's own SIGTERM handler stays: a runner cancelling the run checks that it is
+    installed before it asks for a clean cancellation. The TerminationSignal it raises sets the flag on its way out.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: signal.getsignal(s) for s in EXIT_CODES}
-    for s, handler in previous.items():
+    replaced = {s: h for s, h in previous.items() if not (s == signal.SIGTERM and _is_prefect_handler(h))}
+    for s, handler in replaced.items():
         signal.signal(s, _handler_over(handler, interrupt))
     try:
         yield
+    except BaseException as exc:
+        if type(exc).__name__ == "TerminationSignal" and getattr(exc, "signal", None) in EXIT_CODES:
+            request_stop(exc.signal)  # Prefect's handler stopped the main thread; now the rest of the process
+        raise
     finally:
-        for s, handler in previous.items():
+        for s, handler in replaced.items():
             signal.signal(s, handler)
+
+
+def _is_prefect_handler(handler) -> bool:
+    return getattr(handler, "__module__", "").startswith("prefect.")
 
 
 def stop_message(operation: str, resume: str, exc: Optional[Stopped] = None,

@@ -159,45 +159,6 @@ def test_ctrl_c_stops_the_trainer_at_a_step_with_a_checkpoint_it_resumes_from_ex
 
 
 @pytest.mark.prefect_server
-def test_a_cancelled_deployment_run_stops_its_shards_frees_the_workspace_and_the_next_run_resumes(
-        prefect_server, demo_dir, built_demo, tmp_path):
-    from helpers import prefect_cli, served_deployments
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from hivau.workspace import Workspace
-
-    env, ws = prefect_server["env"], tmp_path / "ws"
-    params = {"videos_dir": str(demo_dir / "videos"), "annotations": str(demo_dir / "annotations.json"),
-              "workspace": str(ws), "max_workers": 1, "shard_size": 1}
-    log = tmp_path / "serve.log"
-    with served_deployments(env, "build-hivau/local", log) as server, \
-            temporary_settings(updates={PREFECT_API_URL: prefect_server["url"]}), \
-            get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("build-hivau/local")
-        run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
-        _wait_until(lambda: len(_media_files(ws)) >= 2, server, log)
-        cancel = prefect_cli(env, "flow-run", "cancel", str(run.id))
-        assert cancel.returncode == 0, cancel.stdout + cancel.stderr
-        deadline = time.monotonic() + STOP_LIMIT_S
-        while client.read_flow_run(run.id).state.type.value != "CANCELLED":
-            assert time.monotonic() < deadline, f"{client.read_flow_run(run.id).state}\n{log.read_text()[-3000:]}"
-            time.sleep(0.5)
-        with Workspace.at(ws).lock("the test", wait_s=STOP_LIMIT_S):  # its process is gone and the lock with it
-            cut_at_cancel = len(_media_files(ws))
-        time.sleep(2)
-        assert len(_media_files(ws)) == cut_at_cancel, "shards went on cutting after the run was cancelled"
-
-        again = client.create_flow_run_from_deployment(deployment.id, parameters=params)
-        deadline = time.monotonic() + 600
-        while not (state := client.read_flow_run(again.id).state).is_final():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(1)
-        assert state.type.value == "COMPLETED", f"{state}\n{log.read_text()[-3000:]}"
-    assert manifest_digest(ws) == manifest_digest(built_demo)
-
-
-@pytest.mark.prefect_server
 def test_a_dask_worker_killed_mid_shard_has_its_shard_run_again_and_nothing_lost_or_doubled(
         prefect_server, demo_dir, built_demo, tmp_path):
     import psutil

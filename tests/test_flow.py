@@ -105,11 +105,6 @@ def test_rerun_resumes_without_recutting(prefect_api, messy_batch, tmp_path):
     assert all(e["cut_mode"] == "copy" and e["cut_start_s"] <= e["start_s"] for e in events)
 
 
-def test_dask_task_runner_two_worker_processes(prefect_api, messy_batch, tmp_path):
-    summary = _run(messy_batch, tmp_path / "ws", task_runner="dask", max_workers=2)
-    assert summary["videos_processed"] == 4 and summary["events"] == 6 and summary["clips"] > 0
-
-
 def test_demo_data_through_the_cli(prefect_server, demo_dir, tmp_path):
     """`hivau build` in a fresh process, as a user runs it, on the demo set with its two planted faults."""
     env = {**prefect_server["env"]}
