@@ -944,7 +944,8 @@ def stops_table(result: dict) -> str:
         for prefect, how in STOP_CASES:
             pick = lambda v: [r for r in result["rows"] if (r["version"], r["moment"], r["prefect"], r["signal"])  # noqa: E731
                               == (v, moment, prefect, how)]
-            left = [sum(r["servers_left"] for r in pick(v)) for v in ("baseline", "current")]
+            left = [sum(r["servers_left"] for r in pick(v)) if all("servers_left" in r for r in pick(v)) else "-"
+                    for v in ("baseline", "current")]  # (not counted by the first runs)
             lines.append(f"| {'temporary' if prefect == 'none' else 'own'} | {how} | {moment} | {worst(pick('baseline'))} "
                          f"| {worst(pick('current'))} | {all(r['lock_free'] for r in pick('current'))} "
                          f"| {left[0]} / {left[1]} |")
