@@ -27,12 +27,15 @@ class Stopped(BaseException):
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, 1)
 
+    def __reduce__(self):  # Dask sends a task's exception between processes
+        return Stopped, (self.signum,)
+
 
 _stop = threading.Event()
 _signum: list[int] = []  # the signal that asked first
 _activity: list[str] = ["start-up"]
 _children: set[subprocess.Popen] = set()
-_children_guard = threading.Lock()
+_children_guard = threading.RLock()  # re-entrant: the signal handler takes it in the main thread, which may hold it
 
 
 def stop_requested() -> bool:
