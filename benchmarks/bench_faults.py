@@ -902,7 +902,7 @@ def run_stops(args: argparse.Namespace) -> None:
     if not annotations.is_file():
         shutil.rmtree(root / "batch", ignore_errors=True)
         make_batch(root / "batch", args.videos)
-    versions = {"baseline": args.baseline, "current": "worktree"}
+    versions = {"baseline": args.baseline, "current": "worktree"} if args.baseline != "none" else {"current": "worktree"}
     labels = {name: export_version(rev, root / f"snap-{name}") for name, rev in versions.items()}
     server, server_env = start_prefect(root / "prefect-server")
     url = server_env["PREFECT_API_URL"]
@@ -936,6 +936,8 @@ def stops_table(result: dict) -> str:
     """Markdown: per case and moment, the baseline's and this version's exit times (worst of the repeats)."""
     def worst(rows):
         times = [r["exit_s"] for r in rows]
+        if not rows:
+            return "-"
         return f"> {result['cap_s']:.0f} s (killed then)" if None in times else f"{max(times):.1f} s"
 
     lines = ["| Prefect server | signal | moment | baseline | this version | lock free after | temporary servers left "
@@ -944,7 +946,7 @@ def stops_table(result: dict) -> str:
         for prefect, how in STOP_CASES:
             pick = lambda v: [r for r in result["rows"] if (r["version"], r["moment"], r["prefect"], r["signal"])  # noqa: E731
                               == (v, moment, prefect, how)]
-            left = [sum(r["servers_left"] for r in pick(v)) if all("servers_left" in r for r in pick(v)) else "-"
+            left = [sum(r["servers_left"] for r in pick(v)) if pick(v) and all("servers_left" in r for r in pick(v)) else "-"
                     for v in ("baseline", "current")]  # (not counted by the first runs)
             lines.append(f"| {'temporary' if prefect == 'none' else 'own'} | {how} | {moment} | {worst(pick('baseline'))} "
                          f"| {worst(pick('current'))} | {all(r['lock_free'] for r in pick('current'))} "
@@ -969,7 +971,8 @@ def main() -> None:
     stops = sub.add_parser("stops", help="Ctrl-C and SIGTERM on a build of N videos: seconds to exit, baseline beside")
     stops.add_argument("--videos", type=int, default=1000)
     stops.add_argument("--repeats", type=int, default=3)
-    stops.add_argument("--baseline", default="891235c", help="the version measured beside this one (a git rev)")
+    stops.add_argument("--baseline", default="891235c", help="the version measured beside this one (a git rev; "
+                       "none: this one alone)")
     stops.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "hivau-bench-stops"))
     stops.add_argument("--out", type=Path, default=RESULTS_STOPS)
     stops.set_defaults(func=run_stops)
