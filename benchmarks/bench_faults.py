@@ -67,7 +67,7 @@ from typing import Callable, Iterable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from helpers import manifest_digest  # noqa: E402
+from helpers import annotate, manifest_digest  # noqa: E402
 
 BIN = Path(sys.executable).parent
 RESULTS_KILLS = REPO / "benchmarks" / "results" / "faults_kills.json"
@@ -631,20 +631,6 @@ def stop(proc: Optional[subprocess.Popen]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def annotate(lsc, task: dict, verdict: str, edits: dict[str, str] = {}, timeline=None) -> dict:
-    """An annotation as the editor submits it: the prediction's regions, some edited, and a verdict."""
-    result = []
-    for region in task["predictions"][-1]["result"]:
-        region = {k: region[k] for k in ("from_name", "to_name", "type", "value")}
-        if region["type"] == "textarea" and region["from_name"] in edits:
-            region["value"] = {"text": [edits[region["from_name"]]]}
-        if region["type"] == "timelinelabels" and timeline:
-            region["value"] = {"ranges": [{"start": timeline[0], "end": timeline[1]}], "timelinelabels": ["event"]}
-        result.append(region)
-    result.append({"from_name": "verdict", "to_name": "video", "type": "choices", "value": {"choices": [verdict]}})
-    return lsc.create_annotation(task["id"], result)
 
 
 def review_some(url: str, token: str, dataset: str) -> dict[str, int]:

@@ -19,7 +19,8 @@ console = Console()
 
 def stoppable(operation: str, prefect: bool = False) -> Callable:
     """A command that Ctrl-C or SIGTERM stops within seconds: it says what it was doing and how to resume, and
-    exits 130 (SIGINT) or 143 (SIGTERM). With `prefect`, a temporary Prefect server (when PREFECT_API_URL is
+    exits 130 (SIGINT) or 143 (SIGTERM). A full disk or an unreachable Label Studio is one line and exit 1. With
+    `prefect`, a temporary Prefect server (when PREFECT_API_URL is
     unset) stays up until the stopped run is marked."""
 
     def wrap(command: Callable) -> Callable:
@@ -27,6 +28,7 @@ def stoppable(operation: str, prefect: bool = False) -> Callable:
         def run(*args, **kwargs):
             from hivau.prefect_local import prefect_api
             from hivau.stopping import Stopped, resume_command, stop_message, stop_on_signals
+            from hivau.tasks.review.labelstudio import LabelStudioError
             from hivau.workspace import DiskFullError
 
             try:
@@ -35,8 +37,8 @@ def stoppable(operation: str, prefect: bool = False) -> Callable:
             except Stopped as exc:
                 print(stop_message(operation, resume_command(), exc), file=sys.stderr)  # unwrapped: copyable
                 raise typer.Exit(exc.exit_code)
-            except DiskFullError as exc:  # one line that names the path, not a traceback
-                print(f"hivau: {operation}: {exc}", file=sys.stderr)
+            except (DiskFullError, LabelStudioError) as exc:  # their messages say what failed and how to resume
+                print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, not a traceback
                 raise typer.Exit(1)
 
         return run
@@ -200,19 +202,14 @@ def review_push(workspace: Path = typer.Option(..., "--workspace"),
                                                          help="reviewers per task in new projects"),
                 workers: int = typer.Option(2, "--workers", help="review media cut in parallel")):
     """Send the workspace's drafts to Label Studio (key from LABEL_STUDIO_API_KEY); safe to repeat."""
-    from hivau.tasks.review.labelstudio import LabelStudioError
     from hivau.tasks.review.projects import connect
     from hivau.tasks.review.push import push
     from hivau.workspace import Workspace
 
     settings = _review_settings(url, batch_size, dataset, audit_size=audit_size,
                                 annotations_per_task=annotations_per_task, media_workers=workers)
-    try:
-        with connect(settings) as ls:
-            report = push(Workspace.at(workspace), ls, settings)
-    except LabelStudioError as exc:  # its message says what failed, what was done and how to resume
-        print(f"error: {exc}", file=sys.stderr)  # unwrapped: one line
-        raise typer.Exit(1)
+    with connect(settings) as ls:
+        report = push(Workspace.at(workspace), ls, settings)
     console.print_json(report.model_dump_json())
 
 
@@ -226,7 +223,6 @@ def review_pull(workspace: Path = typer.Option(..., "--workspace"),
                                                "annotation counts where several reviewed one item (default: latest)")):
     """Fetch every annotation and merge them into the workspace's manifests."""
     from hivau.tasks.manifests import pull_and_merge
-    from hivau.tasks.review.labelstudio import LabelStudioError
     from hivau.tasks.review.merge import ReviewRule
     from hivau.tasks.review.projects import connect
     from hivau.workspace import Workspace
@@ -234,12 +230,8 @@ def review_pull(workspace: Path = typer.Option(..., "--workspace"),
     rule = ReviewRule(rule="precedence", precedence=[int(x) for x in precedence.split(",")]) if precedence \
         else ReviewRule()
     settings = _review_settings(url, 1000, dataset, rule=rule)
-    try:
-        with connect(settings) as ls:
-            report = pull_and_merge(Workspace.at(workspace), ls, settings)
-    except LabelStudioError as exc:  # its message says what failed, what was done and how to resume
-        print(f"error: {exc}", file=sys.stderr)  # unwrapped: one line
-        raise typer.Exit(1)
+    with connect(settings) as ls:
+        report = pull_and_merge(Workspace.at(workspace), ls, settings)
     console.print_json(report.model_dump_json())
 
 

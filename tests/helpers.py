@@ -110,3 +110,18 @@ def manifest_digest(workspace: Path) -> dict[str, str]:
         rows = sorted(json.dumps(_without_times(r), sort_keys=True, default=str) for r in pq.read_table(path).to_pylist())
         digests[path.stem] = hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
     return digests
+
+
+def annotate(lsc, task: dict, verdict: str, edits: dict[str, str] = {}, timeline=None,
+             **fields) -> dict:
+    """Submit an annotation the way the editor does: the prediction's regions, some edited, plus a verdict."""
+    result = []
+    for region in task["predictions"][-1]["result"]:
+        region = {k: region[k] for k in ("from_name", "to_name", "type", "value")}
+        if region["type"] == "textarea" and region["from_name"] in edits:
+            region["value"] = {"text": [edits[region["from_name"]]]}
+        if region["type"] == "timelinelabels" and timeline:
+            region["value"] = {"ranges": [{"start": timeline[0], "end": timeline[1]}], "timelinelabels": ["event"]}
+        result.append(region)
+    result.append({"from_name": "verdict", "to_name": "video", "type": "choices", "value": {"choices": [verdict]}})
+    return lsc.create_annotation(task["id"], result, **fields)

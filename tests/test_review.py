@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from helpers import annotate
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter
 from pydantic import SecretStr
@@ -53,21 +54,6 @@ def tasks_by_item(lsc: LabelStudio, ws: Workspace, st: ReviewSettings, level: st
     """By positional item id, the newest task of each (a re-timed segment gets a new task)."""
     tasks = sorted(tasks_by_key(lsc, ws, st, level).values(), key=lambda t: t["id"])
     return {t["data"]["item_id"]: t for t in tasks}
-
-
-def annotate(lsc: LabelStudio, task: dict, verdict: str, edits: dict[str, str] = {}, timeline=None,
-             **fields) -> dict:
-    """Submit an annotation the way the editor does: the prediction's regions, some edited, plus a verdict."""
-    result = []
-    for region in task["predictions"][-1]["result"]:
-        region = {k: region[k] for k in ("from_name", "to_name", "type", "value")}
-        if region["type"] == "textarea" and region["from_name"] in edits:
-            region["value"] = {"text": [edits[region["from_name"]]]}
-        if region["type"] == "timelinelabels" and timeline:
-            region["value"] = {"ranges": [{"start": timeline[0], "end": timeline[1]}], "timelinelabels": ["event"]}
-        result.append(region)
-    result.append({"from_name": "verdict", "to_name": "video", "type": "choices", "value": {"choices": [verdict]}})
-    return lsc.create_annotation(task["id"], result, **fields)
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
