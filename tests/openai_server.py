@@ -300,6 +300,67 @@ class FakeOpenAI:
         handler.wfile.write(data)
 
 
+
+class Gateway:
+    """A reverse proxy in front of a server, as nginx or LiteLLM is: it forwards each request and, when the server
+    behind it cannot be reached, answers 502 Bad Gateway itself (an HTML page, as nginx's is). `gateway_errors`
+    counts those."""
+
+    PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+
+    def __init__(self, backend: FakeOpenAI):
+        self.backend = backend
+        self.gateway_errors = 0
+        self._httpd: Optional[ThreadingHTTPServer] = None
+
+    def __enter__(self) -> "Gateway":
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                gateway._forward(self, "GET", b"")
+
+            def do_POST(self):
+                gateway._forward(self, "POST", self.rfile.read(int(self.headers.get("content-length", 0))))
+
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def _forward(self, handler: BaseHTTPRequestHandler, method: str, body: bytes) -> None:
+        import http.client
+
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        try:
+            upstream = http.client.HTTPConnection("127.0.0.1", self.backend.port, timeout=30)
+            upstream.request(method, handler.path, body=body or None, headers=headers)
+            answer = upstream.getresponse()
+            code, data, kind = answer.status, answer.read(), answer.getheader("content-type", "application/json")
+            upstream.close()
+        except (OSError, http.client.HTTPException):  # refused, or cut before a whole answer: the server is gone
+            self.gateway_errors += 1
+            code, data, kind = 502, self.PAGE, "text/html"
+        handler.send_response(code)
+        handler.send_header("content-type", kind)
+        handler.send_header("content-length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
 if __name__ == "__main__":  # a standalone server for benchmarks: prints its base URL, serves until killed
     import argparse
 

@@ -49,7 +49,8 @@ class LLMSettings(BaseModel):
     backoff_s: float = Field(1.0, ge=0, description="first backoff; doubles per try unless Retry-After says")
     backoff_max_s: float = Field(30.0, ge=0)
     outage_s: float = Field(120.0, ge=0, description="how long a server that cannot be reached (connection refused "
-                                                     "or reset, connect timeout) is waited for: meanwhile one request "
+                                                     "or reset, connect timeout, a proxy's 502/504) is waited for: "
+                                                     "meanwhile one request "
                                                      "at a time probes it and the others wait; past this, the "
                                                      "requests waiting fail as llm_unreachable (a re-run sends them). "
                                                      "Raise it to ride out longer restarts")
@@ -233,13 +234,24 @@ def public_url(url: Optional[str]) -> str:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """The server was not reached at all (refused, reset, gone mid-answer, connect timeout), as opposed to one that
-    answered, or took the request and then too long (a read timeout: a hung server, given counted tries)."""
+    """The server was not reached at all (refused, reset, gone mid-answer, connect timeout, or a gateway in front
+    of it saying so), as opposed to one that answered, or took the request and then too long (a read timeout: a
+    hung server, given counted tries)."""
     import openai
 
     if isinstance(exc, openai.APITimeoutError):  # by name: the cause is httpx's or httpx2's, by the client version
         return type(exc.__cause__).__name__ == "ConnectTimeout"
+    if isinstance(exc, openai.APIStatusError):
+        return is_gateway_error(exc.status_code, exc.response)
     return isinstance(exc, openai.APIConnectionError)
+
+
+def is_gateway_error(status: int, response) -> bool:
+    """A proxy or load balancer (nginx, LiteLLM, an ingress) answering for a server it cannot reach: 502 and 504,
+    and 503 unless it says when to come back (Retry-After: a live server shedding load, given counted tries)."""
+    if status == 503:
+        return retry_after_s(response) is None
+    return status in (502, 504)
 
 
 def describe(exc: BaseException) -> str:
@@ -498,7 +510,8 @@ class LLMClient:
                     dropped += self.outage.answers > answers
                     if dropped >= self.settings.max_attempts:
                         raise LLMError(reasons.LLM_REQUEST_FAILED, self._redact(
-                            f"{describe(exc)}: lost {dropped} times while the server answered others")[:300]) from None
+                            f"{describe(exc)}: failed {dropped} times while the server answered others")[:300]
+                        ) from None
                     self.usage.retries += 1
                     continue
                 transport_tries += 1
