@@ -275,6 +275,10 @@ def test_a_pull_cut_off_part_way_stores_nothing_and_the_next_one_completes(label
     assert reviews(ws) == reviews(twin) and len(reviews(ws)) == 6
     for table in ("captions", "summaries"):  # merged alike
         assert [r.model_dump() for r in ws.read_records(table)] == [r.model_dump() for r in twin.read_records(table)]
+    # no export snapshot left on the server: each pull deletes its own, and the cut-off pull's went with the next
+    projects = {p["title"]: p["id"] for p in real.projects()}
+    for level in ("clip", "event", "video"):
+        assert real.sdk.projects.exports.list(id=projects[st.project_title(ws, level)]) == []
 
 
 def test_the_cli_names_the_failed_step_and_exits_non_zero(label_studio, fresh_workspace, proxy, monkeypatch):

@@ -11,6 +11,7 @@ retries are off: it would send such a call again. Errors name the step and the s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -21,7 +22,9 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import httpx
 from pydantic import SecretStr
 
+log = logging.getLogger("hivau.review")
 EXPORT_POLL_S = 0.5
+EXPORT_TITLE = "hivau pull "  # the snapshots a pull makes, and may delete
 
 
 class LabelStudioError(RuntimeError):
@@ -218,9 +221,13 @@ class LabelStudio:
 
     # ------------------------------------------------------------------ export snapshots
     def export_to_file(self, project_id: int, dest: Path, wait_s: float = 3600, chunk_size: int = 1 << 20) -> Path:
-        """Snapshot every task with annotations, wait for it, stream it to `dest` (whole or not at all)."""
+        """Snapshot every task with annotations, wait for it, stream it to `dest` (whole or not at all); the
+        snapshot is deleted once downloaded, and those an interrupted pull left behind go with the next one."""
+        self.delete_exports(project_id, [e.id for e in self._call(f"list exports of project {project_id}",
+                                                                  self.sdk.projects.exports.list, id=project_id)
+                                         if (e.title or "").startswith(EXPORT_TITLE)])
         snapshot = self._call(f"create export of project {project_id}", self.sdk.projects.exports.create,
-                              repeatable=False, id=project_id, title=f"hivau pull {time.strftime('%Y%m%dT%H%M%S')}",
+                              repeatable=False, id=project_id, title=f"{EXPORT_TITLE}{time.strftime('%Y%m%dT%H%M%S')}",
                               task_filter_options={"only_with_annotations": True})
         deadline = time.monotonic() + wait_s
         while True:
@@ -249,7 +256,18 @@ class LabelStudio:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
+        self.delete_exports(project_id, [snapshot.id])
         return dest
+
+    def delete_exports(self, project_id: int, export_ids: list[int]) -> None:
+        """Delete export snapshots (each a copy of the project's annotations on the server's disk); housekeeping:
+        one that fails is left, with a warning, for the next pull to delete."""
+        for export_id in export_ids:
+            try:
+                self._call(f"delete export {export_id} of project {project_id}", self.sdk.projects.exports.delete,
+                           id=project_id, export_pk=export_id)
+            except LabelStudioError as exc:
+                log.warning("export snapshot left on the server (the next pull deletes it): %s", exc)
 
 
 def iter_json_array(path: Path, chunk_size: int = 1 << 20) -> Iterator[Any]:
