@@ -11,6 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prefect.logging.configuration import ensure_logging_setup
+
+# Prefect binds its console log handler to sys.stderr as it is when its logging is first set up (on first use).
+# Set up inside a test that captures with capfd, that is a stream closed after the test, and every later test's
+# flow logs fail on it; set up here, it is pytest's capture stream, open for the whole session.
+ensure_logging_setup()
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
