@@ -385,15 +385,24 @@ class Operation:
     expected_manifests: set[str] = field(default_factory=set)
 
 
+# the hivau a campaign runs: a copy of the working tree taken when it starts (so that edits made while it runs do
+# not mix versions); None: the installed one (the tests)
+PACKAGE: Optional[Path] = None
+
+
 def hivau(*args: str) -> list[str]:
-    return [str(BIN / "hivau"), *args]
+    if PACKAGE is None:
+        return [str(BIN / "hivau"), *args]
+    return [sys.executable, "-P", "-m", "hivau.cli", *args]  # -P: the working folder's hivau/ must not shadow it
 
 
 def clean_env(prefect_env: dict) -> dict:
     """This process's environment without review or LLM settings (a build would push, or call a model), plus the
     campaign's Prefect server."""
-    drop = ("LABEL_STUDIO_", "OPENAI_", "HIVAU_LLM_", "HIVAU_VLM_", "PREFECT_")
+    drop = ("LABEL_STUDIO_", "OPENAI_", "HIVAU_LLM_", "HIVAU_VLM_", "PREFECT_", "PYTHONPATH")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    if PACKAGE is not None:
+        env["PYTHONPATH"] = str(PACKAGE)
     return {**env, **{k: v for k, v in prefect_env.items() if k.startswith("PREFECT_")}}
 
 
@@ -734,11 +743,19 @@ def headline(results: dict) -> str:
 
 
 def run_kills(args: argparse.Namespace) -> None:
+    global PACKAGE
+    from bench_release import export_version
+
     started, load_start = time.monotonic(), load()
     targets = dict(zip(("build", "pull", "release"), (int(x) for x in args.kills.split(","))))
     root = (args.work or Path(tempfile.mkdtemp(prefix="hivau-kills-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    say(f"work folder {root}; load {load_start}")
+    version = export_version("worktree", root / "snap")
+    PACKAGE = root / "snap" / "pkg"
+    where = imported_from(clean_env({}))
+    if not where.startswith(str(PACKAGE)):
+        raise RuntimeError(f"the campaign's hivau comes from {where}, not from its copy {PACKAGE}")
+    say(f"work folder {root}; hivau {version}; load {load_start}")
     services = []
     try:
         services, prefect_env, ls = campaign_services(root)
@@ -755,7 +772,7 @@ def run_kills(args: argparse.Namespace) -> None:
             say(f"{name}: references " + ", ".join(f"{s} {r['seconds']:.1f}s (lock at {r['lock_at_s']}s, "
                                                    f"repeatable {r['repeatable']}, problems {r['problems']})"
                                                    for s, r in op_refs.items()))
-        results = {"machine": machine(), "seed": args.seed, "sets": args.sets, "workers": args.workers,
+        results = {"version": version, "machine": machine(), "seed": args.seed, "sets": args.sets, "workers": args.workers,
                    "window": args.window,
                    "targets": targets, "load_start": load_start, "operations": {}}
         for name, (op, op_refs) in ops.items():
