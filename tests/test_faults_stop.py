@@ -5,6 +5,7 @@ and the next run finishes the work as if nothing had happened."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -156,6 +157,12 @@ def test_ctrl_c_stops_the_trainer_at_a_step_with_a_checkpoint_it_resumes_from_ex
     a = load_file(str(tmp_path / "stopped" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    # the resumed run trained the two steps left (finite losses), the straight one every step once
+    logs = {run: [json.loads(line) for line in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+            for run in ("stopped", "straight")}
+    steps = {run: [r["step"] for r in log if r.get("stage") == "vlm"] for run, log in logs.items()}
+    assert steps["straight"] == list(range(1, step + 3)) and steps["stopped"][-2:] == [step + 1, step + 2]
+    assert all(math.isfinite(r["total"]) for log in logs.values() for r in log if r.get("stage") == "vlm")
 
 
 @pytest.mark.prefect_server
