@@ -86,7 +86,9 @@ def test_real_uca_file_with_a_label_file_built_from_it(prefect_api, fixtures_dir
                         f"{max(e for _, e in entry['timestamps']):.2f}")
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join(rows) + "\n")
-    videos = stand_ins(tmp_path / "videos", {k: v["duration"] for k, v in raw.items()})
+    # 25 hours of stand-ins at 5 fps: the probe reads every packet, and the file's 4,331 spans need the lengths, not
+    # the frames (the HIVAU file above, in frames, keeps its 30 fps)
+    videos = stand_ins(tmp_path / "videos", {k: v["duration"] for k, v in raw.items()}, fps=5.0)
     from hivau.flows.build import build_hivau
 
     summary = build_hivau(videos_dir=str(videos), workspace=str(tmp_path / "ws"), annotations=str(path),
