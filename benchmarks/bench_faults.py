@@ -72,6 +72,7 @@ from helpers import annotate, manifest_digest  # noqa: E402
 BIN = Path(sys.executable).parent
 RESULTS_KILLS = REPO / "benchmarks" / "results" / "faults_kills.json"
 RESULTS_STOPS = REPO / "benchmarks" / "results" / "faults_stops.json"
+RESULTS_COMMANDS = REPO / "benchmarks" / "results" / "faults_commands.json"
 KILLS_PER_TRIAL = (1, 2, 1, 3)  # cycled: most trials resume after one kill, some after two or three
 # where a kill landed: in the interpreter's start-up, inside the operation, or after it let the workspace go (exiting)
 PHASES = ("before the lock", "inside the lock", "after the lock")
@@ -957,6 +958,149 @@ def stops_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- commands: Ctrl-C and SIGTERM on the other commands
+COMMAND_MOMENTS = {"lock": "once it holds the workspace lock (its work has begun)",
+                   "step 3": "once its log shows training step 3"}
+
+
+def make_scorer(out: Path) -> Path:
+    """A tiny HivauVLM saved as `hivau propose --model` loads it (as tests/test_faults_stop.py makes it)."""
+    import torch
+
+    from hivau.models.composed_vlm import HivauVLM
+    from hivau.models.io import save_model
+    from hivau.models.presets import tiny, train_tokenizer
+
+    torch.manual_seed(0)
+    model = HivauVLM(tiny(300, image_size=64, d_vision=64, d_lm=64), train_tokenizer(["a person walks."] * 5, 300))
+    save_model(model, out, card="# bench_faults scorer\n")
+    return out
+
+
+def signal_and_time(proc: subprocess.Popen, how: str) -> Optional[float]:
+    """Ctrl-C (SIGINT to the process group) or SIGTERM (to the process); seconds to exit, None past STOP_CAP_S."""
+    started = time.monotonic()
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_CAP_S)
+        return round(time.monotonic() - started, 2)
+    except subprocess.TimeoutExpired:
+        power_cut(proc)
+        return None
+
+
+def command_cases(root: Path, prefect_env: dict, ls: dict) -> dict[str, dict]:
+    """name -> start workspace, command (for a workspace and a trial number), environment and moment."""
+    demo = root / "demo"
+    subprocess.run(hivau("demo-data", str(demo), "--no-faults"), check=True, capture_output=True)
+    env, renv = clean_env(prefect_env), review_env(prefect_env, ls["url"], ls["token"], ls["document_root"])
+    built = ls["document_root"] / "built"  # under the document root: Label Studio serves a push's media from there
+    if run_to_end(build_operation(demo, prefect_env).command(built), env, root / "build.log", built)["rc"] != 0:
+        raise RuntimeError(f"the build failed: {tail(root / 'build.log')}")
+    pushed = ls["document_root"] / "pushed"
+    shutil.copytree(built, pushed, symlinks=True)
+    push_for_review(pushed, renv, "stops", root / "push.log")
+    review_some(ls["url"], ls["token"], "stops")
+    pulled = root / "pulled"
+    shutil.copytree(pushed, pulled, symlinks=True)
+    pull = pull_operation(renv, "stops", {})
+    released = root / "released"
+    for cmd, ws in ((pull.command(pulled), pulled), (release_operation(env, {}).command(released), released)):
+        if ws == released:
+            shutil.copytree(pulled, released, symlinks=True)
+        done = run_to_end(cmd, pull.env if ws == pulled else env, root / f"{ws.name}.log", ws)
+        if done["rc"] != 0:
+            raise RuntimeError(f"setting up {ws.name} failed: {tail(root / f'{ws.name}.log')}")
+    unlabelled = root / "unlabelled"
+    run_to_end(hivau("build", "--videos", str(demo / "videos"), "--workspace", str(unlabelled), "--format", "none",
+                     "--rollup", "extractive"), env, root / "unlabelled.log", unlabelled)
+    scorer = make_scorer(root / "scorer")
+    (release,) = sorted((released / "releases").glob("v[0-9]*"))
+    train = ["--release", str(release), "--preset", "tiny", "--batch-size", "2", "--scorer-epochs", "2",
+             "--log-every", "1", "--num-threads", "1", "--workers", "1", "--max-steps", "400",
+             "--preset-options", '{"image_size": 64}']
+    return {
+        "review push": {"start": built, "env": renv, "moment": "lock", "in_document_root": True,
+                        "cmd": lambda ws, i: hivau("review", "push", "--workspace", str(ws), "--dataset",
+                                                   f"stop-{i}", "--batch-size", "1")},
+        "review pull": {"start": pushed, "env": renv, "moment": "lock", "cmd": lambda ws, i: pull.command(ws)},
+        "release": {"start": pulled, "env": env, "moment": "lock",
+                    "cmd": lambda ws, i: release_operation(env, {}).command(ws)},
+        "propose": {"start": unlabelled, "env": env, "moment": "lock",
+                    "cmd": lambda ws, i: hivau("propose", "--workspace", str(ws), "--model", str(scorer),
+                                               "--no-push")},
+        "hivau-train": {"start": None, "env": {**env, "OMP_NUM_THREADS": "1"}, "moment": "step 3",
+                        "cmd": lambda ws, i: [sys.executable, "-P", "-m", "hivau.models.train", *train,
+                                              "--out", str(ws)]},
+    }
+
+
+def command_trial(case: dict, ws: Path, index: int, how: str, log: Path) -> dict:
+    shutil.rmtree(ws, ignore_errors=True)
+    if case["start"] is not None:
+        shutil.copytree(case["start"], ws, symlinks=True)
+    proc = start(case["cmd"](ws, index), case["env"], log)
+    if case["moment"] == "lock":
+        wait_for_lock(proc, ws)
+    else:
+        while proc.poll() is None and '"step": 3,' not in log.read_text():
+            time.sleep(0.02)
+    if proc.poll() is not None:
+        return {"exit_s": None, "returncode": proc.returncode, "note": "ended before the moment", "log": str(log)}
+    exit_s = signal_and_time(proc, how)
+    text = log.read_text()
+    return {"exit_s": exit_s, "returncode": proc.returncode, "said_how_to_resume": "Resume with:" in text,
+            "lock_free": lock_free(ws)}
+
+
+def run_commands(args: argparse.Namespace) -> None:
+    global PACKAGE
+    from bench_release import export_version
+
+    root = (args.work or Path(tempfile.mkdtemp(prefix="hivau-commands-"))).resolve()
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    version = export_version("worktree", root / "snap")
+    PACKAGE = root / "snap" / "pkg"
+    say(f"work folder {root}; hivau {version}; load {load()}")
+    services, rows = [], []
+    try:
+        services, prefect_env, ls = campaign_services(root)
+        cases = command_cases(root, prefect_env, ls)
+        for folder in ("logs", "trials"):
+            (root / folder).mkdir()
+        for name, case in cases.items():
+            for how in ("ctrl-c", "sigterm"):
+                for repeat in range(args.repeats):
+                    index = len(rows)
+                    folder = ls["document_root"] if case.get("in_document_root") else root / "trials"
+                    row = command_trial(case, folder / f"t{index}", index, how, root / "logs" / f"t{index}.log")
+                    row.update(command=name, signal=how, repeat=repeat, moment=COMMAND_MOMENTS[case["moment"]])
+                    rows.append(row)
+                    say(f"  {name:12} {how:8} {row['exit_s']} s rc {row['returncode']} "
+                        f"lock free {row.get('lock_free')} resume line {row.get('said_how_to_resume')}")
+    finally:
+        for proc in reversed(services):
+            stop(proc)
+    result = {"version": version, "machine": machine(), "repeats": args.repeats, "load_end": load(), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    lines = ["| command | moment | Ctrl-C: seconds to exit (worst) | SIGTERM: seconds to exit (worst) | exit codes "
+             "| lock free after | resume command printed |", "|---|---|---|---|---|---|---|"]
+    for name in cases:
+        mine = [r for r in rows if r["command"] == name]
+        worst = {how: max((r["exit_s"] if r["exit_s"] is not None else float("inf"))
+                          for r in mine if r["signal"] == how) for how in ("ctrl-c", "sigterm")}
+        lines.append(f"| {name} | {mine[0]['moment']} | {worst['ctrl-c']} | {worst['sigterm']} | "
+                     f"{sorted({r['returncode'] for r in mine})} | {all(r.get('lock_free') for r in mine)} | "
+                     f"{all(r.get('said_how_to_resume') for r in mine)} |")
+    say("\n".join(lines))
+    say(f"results in {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -979,6 +1123,12 @@ def main() -> None:
     stops.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "hivau-bench-stops"))
     stops.add_argument("--out", type=Path, default=RESULTS_STOPS)
     stops.set_defaults(func=run_stops)
+    commands = sub.add_parser("commands", help="Ctrl-C and SIGTERM on review push/pull, release, propose and "
+                              "hivau-train: seconds to exit")
+    commands.add_argument("--repeats", type=int, default=3)
+    commands.add_argument("--work", type=Path, help="work folder (default: a new temporary folder)")
+    commands.add_argument("--out", type=Path, default=RESULTS_COMMANDS)
+    commands.set_defaults(func=run_commands)
     args = parser.parse_args()
     args.func(args)
 

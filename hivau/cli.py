@@ -27,19 +27,24 @@ def stoppable(operation: str, prefect: bool = False) -> Callable:
         @functools.wraps(command)
         def run(*args, **kwargs):
             from hivau.prefect_local import prefect_api
-            from hivau.stopping import Stopped, resume_command, stop_message, stop_on_signals
+            from hivau.stopping import resume_command, stop_message, stop_on_signals, stopped_by
             from hivau.tasks.review.labelstudio import LabelStudioError
             from hivau.workspace import DiskFullError
 
             try:
                 with stop_on_signals(), (prefect_api() if prefect else nullcontext()):
                     return command(*args, **kwargs)
-            except Stopped as exc:
-                print(stop_message(operation, resume_command(), exc), file=sys.stderr)  # unwrapped: copyable
-                raise typer.Exit(exc.exit_code)
+            except typer.Exit:
+                raise
             except (DiskFullError, LabelStudioError) as exc:  # their messages say what failed and how to resume
                 print(f"error: {exc}", file=sys.stderr)  # one unwrapped line, not a traceback
                 raise typer.Exit(1)
+            except BaseException as exc:
+                stop = stopped_by(exc)  # `Stopped`, or what a signal turned into where it landed
+                if stop is None:
+                    raise
+                print(stop_message(operation, resume_command(), stop), file=sys.stderr)  # unwrapped: copyable
+                raise typer.Exit(stop.exit_code) from None
 
         return run
 

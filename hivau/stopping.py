@@ -48,6 +48,32 @@ def check_stop() -> None:
         raise Stopped(_signum[0] if _signum else signal.SIGINT)
 
 
+def stopped_by(exc: BaseException) -> Optional[Stopped]:
+    """The stop behind `exc`, if one is: a `Stopped` or Prefect's TerminationSignal in its chain of causes, or any
+    error raised once a stop was asked for. A signal interrupts whatever code runs, and that code may wrap what the
+    handler raised (Python 3.11 turns an exception raised during a class body's `__set_name__`, as in a module
+    being imported, into a RuntimeError)."""
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, Stopped):
+            return link
+        signum = _termination_signum(link)
+        if signum is not None:
+            return Stopped(signum)
+        link = link.__cause__ or link.__context__
+    if _stop.is_set():
+        return Stopped(_signum[0] if _signum else signal.SIGINT)
+    return None
+
+
+def _termination_signum(exc: BaseException) -> Optional[int]:
+    """The signal of Prefect's TerminationSignal (named, not imported: this module sits below Prefect)."""
+    if type(exc).__name__ == "TerminationSignal" and getattr(exc, "signal", None) in EXIT_CODES:
+        return exc.signal
+    return None
+
+
 def request_stop(signum: int = signal.SIGINT) -> None:
     """Ask every stage of this process to stop, and end the child processes (ffmpeg) now: their partial outputs
     are temporary files that are never counted."""
@@ -139,8 +165,9 @@ def stop_on_signals(interrupt: bool = True) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if type(exc).__name__ == "TerminationSignal" and getattr(exc, "signal", None) in EXIT_CODES:
-            request_stop(exc.signal)  # Prefect's handler stopped the main thread; now the rest of the process
+        stop = stopped_by(exc)
+        if stop is not None:  # Prefect's handler stopped the main thread (maybe wrapped): now the rest of the process
+            request_stop(stop.signum)
         raise
     finally:
         for s, handler in replaced.items():

@@ -45,3 +45,50 @@ def test_stopped_survives_pickling():
 
     again = pickle.loads(pickle.dumps(Stopped(signal.SIGTERM)))
     assert isinstance(again, Stopped) and again.signum == signal.SIGTERM and again.exit_code == 143
+
+
+def test_a_signal_that_lands_where_python_wraps_the_exception_still_ends_as_a_stop():
+    """Python 3.11 turns what a signal handler raises inside a class body's `__set_name__` (a module being imported)
+    into a RuntimeError; the command still says it was stopped and how to resume, and exits 143 (a SIGTERM that
+    landed there once made `hivau propose` end with a traceback and exit 1)."""
+    script = textwrap.dedent("""
+        import os, signal, time
+        import typer
+        from hivau.cli import stoppable
+
+        app = typer.Typer()
+
+        @app.command()
+        @stoppable("demo")
+        def demo():
+            class Field:
+                def __set_name__(self, owner, name):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(5)  # the handler runs here, at the next bytecode
+
+            class Engine:
+                logger = Field()
+
+            print("not reached")
+
+        app()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 143, out.stdout + out.stderr
+    assert "hivau: demo stopped by SIGTERM" in out.stderr and "Resume with:" in out.stderr
+    assert "Traceback" not in out.stderr and "not reached" not in out.stdout
+
+
+def test_the_stop_behind_an_error_is_found_in_its_causes_or_by_the_flag():
+    from prefect.exceptions import TerminationSignal
+
+    from hivau.stopping import stopped_by
+
+    try:
+        try:
+            raise TerminationSignal(signal=signal.SIGTERM)
+        except TerminationSignal as exc:
+            raise RuntimeError("Error calling __set_name__") from exc
+    except RuntimeError as wrapped:
+        assert stopped_by(wrapped).exit_code == 143
+    assert stopped_by(ValueError("a real error")) is None  # no stop asked for in this process
