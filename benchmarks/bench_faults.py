@@ -1,8 +1,16 @@
 """Faults: power cuts (kill -9 of a whole process tree) at random moments of builds, review pulls and releases; and
-how long Ctrl-C and SIGTERM take to stop a 1,000-video build.
+how long Ctrl-C and SIGTERM take to stop a 1,000-video build and the other long commands.
 
     .venv/bin/python benchmarks/bench_faults.py kills --kills 50,25,25 --out benchmarks/results/faults_kills.json
     .venv/bin/python benchmarks/bench_faults.py stops --videos 1000 --repeats 2 --baseline 891235c
+    .venv/bin/python benchmarks/bench_faults.py commands --repeats 3
+
+`commands`: on the demo (8 videos) with a Prefect server and a Label Studio started for the run, each of `hivau
+review push --batch-size 1` (of a built workspace, to a new dataset each time), `hivau review pull` (of a pushed and
+partly annotated one), `hivau release --include-unreviewed --no-publish`, `hivau propose --no-push` (a tiny scorer
+made here, on a workspace built with `--format none`) and `hivau-train --preset tiny` is started `--repeats` times
+per signal and sent Ctrl-C or SIGTERM once it holds the workspace lock (the trainer: once its log shows step 3).
+Measured: seconds from the signal to the exit, the exit code, whether the lock is free and the resume command printed.
 
 `stops`: a batch of N hard links of one 30 s video (bench_scale's `make_batch`), built by `python -m hivau.cli build
 --cut-mode copy --workers 2 --rollup extractive` from two versions laid out side by side (the `--baseline` git rev and
