@@ -844,6 +844,22 @@ def wait_for(moment: str, ws: Path, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"the build ended before the moment '{moment}'")
 
 
+def signal_and_time(proc: subprocess.Popen, how: str) -> Optional[float]:
+    """Ctrl-C (SIGINT to the whole foreground process group, as a terminal sends) or SIGTERM (to the process, as
+    timeout, systemd or a scheduler send); seconds to exit, None past STOP_CAP_S (then its tree is killed)."""
+    started = time.monotonic()
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_CAP_S)
+        return round(time.monotonic() - started, 2)
+    except subprocess.TimeoutExpired:
+        power_cut(proc)
+        return None
+
+
 def stop_trial(env: dict, videos: Path, annotations: Path, ws: Path, how: str, moment: str, log: Path) -> dict:
     """Start a build, signal it at `moment`, and time its exit (and whether the workspace is free after)."""
     shutil.rmtree(ws, ignore_errors=True)
@@ -854,18 +870,7 @@ def stop_trial(env: dict, videos: Path, annotations: Path, ws: Path, how: str, m
                                 start_new_session=True)
     wait_for(moment, ws, proc)
     at_signal = segments_cut(ws)
-    started = time.monotonic()
-    if how == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the whole foreground process group
-    else:
-        proc.send_signal(signal.SIGTERM)  # what timeout, systemd, a container runtime or a scheduler send
-    try:
-        proc.wait(timeout=STOP_CAP_S)
-        exit_s = round(time.monotonic() - started, 2)
-    except subprocess.TimeoutExpired:
-        exit_s = None
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    exit_s = signal_and_time(proc, how)
     return {"exit_s": exit_s, "returncode": proc.returncode, "segments_at_signal": at_signal,
             "segments_after": segments_cut(ws), "lock_free": lock_free(ws),
             "servers_left": servers_left(Path(env["PREFECT_HOME"]))}
@@ -983,21 +988,6 @@ def make_scorer(out: Path) -> Path:
     model = HivauVLM(tiny(300, image_size=64, d_vision=64, d_lm=64), train_tokenizer(["a person walks."] * 5, 300))
     save_model(model, out, card="# bench_faults scorer\n")
     return out
-
-
-def signal_and_time(proc: subprocess.Popen, how: str) -> Optional[float]:
-    """Ctrl-C (SIGINT to the process group) or SIGTERM (to the process); seconds to exit, None past STOP_CAP_S."""
-    started = time.monotonic()
-    if how == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_CAP_S)
-        return round(time.monotonic() - started, 2)
-    except subprocess.TimeoutExpired:
-        power_cut(proc)
-        return None
 
 
 def command_cases(root: Path, prefect_env: dict, ls: dict) -> dict[str, dict]:

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,8 +18,10 @@ import httpx
 import pytest
 from helpers import manifest_digest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_faults as bf  # noqa: E402 (its signal_and_time: the seconds themselves are measured there)
+
 BIN = Path(sys.executable).parent
-STOP_LIMIT_S = 60  # a hang is minutes; the seconds themselves are measured in benchmarks/bench_faults.py
 
 
 def _start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -38,18 +39,11 @@ def _wait_until(condition, proc: subprocess.Popen, log: Path, timeout_s: float =
 
 
 def _stop(proc: subprocess.Popen, how: str, log: Path) -> float:
-    """Ctrl-C in a terminal (SIGINT to the whole process group) or SIGTERM to the process; seconds until it exits."""
-    start = time.monotonic()
-    if how == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_LIMIT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"still running {STOP_LIMIT_S} s after {how}:\n{log.read_text()[-3000:]}")
-    return time.monotonic() - start
+    """Ctrl-C or SIGTERM, as the benchmark sends them; seconds until it exits (a hang fails the test)."""
+    seconds = bf.signal_and_time(proc, how)
+    if seconds is None:
+        pytest.fail(f"still running {bf.STOP_CAP_S} s after {how}:\n{log.read_text()[-3000:]}")
+    return seconds
 
 
 def _flow_run_states(db: Path, workspace: Path) -> dict[str, str]:
